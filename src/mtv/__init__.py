@@ -1,0 +1,3 @@
+"""MTV: multi-task visual representation learning on a SigLIP encoder."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,105 @@
+"""`mtv` command line: one thin verb per stage; the work lives in the importable modules."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mtv.errors import MTVError
+
+
+def _world(a: argparse.Namespace) -> None:
+    from mtv.world import generate_world
+
+    s = generate_world(a.out, a.n, a.seed, size=a.size, workers=a.workers, shard_size=a.shard_size, preview=a.preview)
+    print(f"wrote {s['n']} samples in {len(s['shards'])} shards to {a.out} ({s['images_per_s']:.0f} images/s)")
+
+
+def _train(a: argparse.Namespace) -> None:
+    from mtv.config import describe, load_config
+
+    if a.help_config:
+        print(describe())
+        return
+    if not a.config:
+        raise MTVError("mtv train: pass --config FILE.yaml (see src/mtv/configs/)")
+    from mtv.train import train
+
+    train(load_config(a.config, a.overrides), resume=a.resume)
+
+
+def _export(a: argparse.Namespace) -> None:
+    from mtv.export import export
+
+    print(f"exported to {export(a.ckpt, a.out)}")
+
+
+def _eval(a: argparse.Namespace) -> None:
+    from mtv.eval import evaluate
+
+    evaluate(a.model, a.data, a.out, batch_size=a.batch_size, max_samples=a.max_samples)
+
+
+def _demo(a: argparse.Namespace) -> None:
+    from mtv.demo import run_demo
+
+    run_demo(a.out, steps=a.steps)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mtv", description="Multi-task visual representation learning on SigLIP.")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    w = sub.add_parser("world", help="render MTV World scenes into webdataset shards")
+    w.add_argument("--out", required=True)
+    w.add_argument("--n", type=int, required=True, help="number of scenes")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--size", type=int, default=64, help="image side in pixels")
+    w.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    w.add_argument("--shard-size", type=int, default=256, help="samples per shard")
+    w.add_argument("--preview", help="write a PNG grid of the first scenes here")
+    w.set_defaults(fn=_world)
+
+    t = sub.add_parser("train", help="train from a YAML config (under torchrun for several processes)")
+    t.add_argument("--config")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=3e-4")
+    t.add_argument("--resume", action="store_true", help="continue from the run directory's newest checkpoint")
+    t.add_argument("--help-config", action="store_true", help="list every config key with its default")
+    t.set_defaults(fn=_train)
+
+    e = sub.add_parser("export", help="checkpoint -> HF SiglipModel + SiglipProcessor directory")
+    e.add_argument("--ckpt", required=True, help="a checkpoints/step_*.pt file or a run directory")
+    e.add_argument("--out", required=True)
+    e.set_defaults(fn=_export)
+
+    v = sub.add_parser("eval", help="zero-shot classification and retrieval of any SiglipModel directory")
+    v.add_argument("--model", required=True)
+    v.add_argument("--data", required=True, help="held-out shards")
+    v.add_argument("--out", required=True)
+    v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--max-samples", type=int)
+    v.set_defaults(fn=_eval)
+
+    m = sub.add_parser("demo", help="world -> train tiny -> export -> eval -> Quick Start, on the CPU in minutes")
+    m.add_argument("--out", default="runs/demo")
+    m.add_argument("--steps", type=int, help="override the demo's training steps")
+    m.set_defaults(fn=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except MTVError as e:
+        print(f"mtv {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mtv {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Typed, validated run configuration: a YAML file plus ``key=value`` overrides.
+
+Every knob has its default here; a config file names only what it changes. Unknown keys and bad values are
+one-line errors naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mtv.errors import MTVError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    train: str = Field(description="training shards: directory, glob, brace pattern or file")
+    workers: int = Field(2, ge=0, description="decoding processes per rank")
+    shuffle_buffer: int = Field(1000, ge=1)
+    max_skip_fraction: float = Field(0.05, ge=0.0, le=1.0, description="stop when more samples than this fail")
+    min_samples_for_skip_check: int = Field(500, ge=1)
+
+
+class ModelConfig(_Section):
+    preset: Literal["tiny", "small", "base", "large"] = "tiny"
+    config: str | None = Field(None, description="HF SiglipConfig dir or json; overrides preset")
+    tokenizer: str | None = Field(None, description="existing SigLIP tokenizer dir; None trains one on captions")
+    vocab_size: int = Field(1000, ge=32)
+    text_length: int = Field(64, ge=8, description="padding length, as the processor's model_max_length")
+    tokenizer_captions: int = Field(20000, ge=10, description="captions read to train the tokenizer")
+    init_logit_scale: float = Field(10.0, gt=0)
+    init_logit_bias: float = -10.0
+    max_logit_scale: float = Field(100.0, gt=0, description="t = exp(t') is clamped to [1, this] after each step")
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = Field(100, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    accum_steps: int = Field(1, ge=1)
+
+
+class LossConfig(_Section):
+    vl_distributed: Literal["ring", "gather"] = Field("ring", description="how text features cross ranks")
+
+
+class TrainConfig(_Section):
+    run_dir: str
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    loss: LossConfig = LossConfig()
+    seed: int = 0
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0, description="per rank and per micro-step")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 where supported")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads per rank")
+    log_every: int = Field(10, ge=1)
+    ckpt_every: int = Field(200, ge=1)
+    keep_ckpts: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.optim.warmup_steps >= self.steps:
+            raise ValueError(f"optim.warmup_steps ({self.optim.warmup_steps}) must be below steps ({self.steps})")
+        return self
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = tree.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise MTVError(f"override {dotted}: {p} is not a section")
+        tree = node
+    tree[leaf] = value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise MTVError(f"override {item!r}: expected key=value, e.g. optim.lr=3e-4")
+        key, raw = item.split("=", 1)
+        _set(out, key.strip(), yaml.safe_load(raw) if raw else None)
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _first_error(source: str, err: ValidationError) -> MTVError:
+    e = err.errors()[0]
+    if e["type"] == "value_error":
+        return MTVError(f"{source}: {e['msg'].removeprefix('Value error, ')}")
+    where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        return MTVError(f"{source}: unknown key {where}; check its spelling against `mtv train --help-config`")
+    if e["type"] == "missing":
+        return MTVError(f"{source}: missing required key {where}")
+    return MTVError(f"{source}: {where}: {e['msg']} (got {e.get('input')!r})")
+
+
+def build_config(tree: dict, source: str = "config") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as err:
+        raise _first_error(source, err) from None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
+    path = str(path)
+    if not os.path.isfile(path):
+        raise MTVError(f"{path}: config file not found; pass --config with a YAML file (see src/mtv/configs/)")
+    try:
+        with open(path) as f:
+            tree = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise MTVError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise MTVError(f"{path}: expected a mapping of keys at the top level")
+    tree = _merge(tree, parse_overrides(overrides or []))
+    return build_config(tree, source=path)
+
+
+def dump_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg.model_dump(mode="json"), f, sort_keys=False)
+
+
+def describe() -> str:
+    """Every key with its default and meaning, for `mtv train --help-config`."""
+    lines = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+                continue
+            default = "(required)" if field.is_required() else repr(field.default)
+            desc = f"  # {field.description}" if field.description else ""
+            lines.append(f"{prefix}{name} = {default}{desc}")
+
+    walk(TrainConfig, "")
+    return "\n".join(lines)

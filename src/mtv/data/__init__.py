@@ -1,0 +1,1 @@
+"""Shard I/O, decoding and the training stream."""

@@ -1,0 +1,31 @@
+"""Checkpoint → a directory that `SiglipModel.from_pretrained` and `SiglipProcessor.from_pretrained` load."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from transformers import SiglipConfig, SiglipModel
+
+from mtv import __version__
+from mtv.errors import MTVError
+from mtv.train import checkpoint
+
+
+def export(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """``ckpt`` is a checkpoint file or a run directory (its newest checkpoint)."""
+    state = checkpoint.load(ckpt)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MTVError(f"{out}: cannot create the export directory ({e.strerror}); choose a writable --out") from None
+    model = SiglipModel(SiglipConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    model.save_pretrained(out)
+    for name, data in state["processor_files"].items():
+        (out / name).write_bytes(data)
+    provenance = {"mtv_version": __version__, "checkpoint": str(ckpt), "step": state["step"], "config": state["config"]}
+    (out / "mtv_export.json").write_text(json.dumps(provenance, indent=2))
+    return out

@@ -1,0 +1,56 @@
+"""Checkpoints: written atomically (temporary file, then rename), found by step, pruned to the newest few."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from mtv.errors import MTVError
+
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def ckpt_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save(state: dict, run_dir: str | os.PathLike, step: int, keep: int) -> Path:
+    folder = ckpt_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{step:08d}.pt"
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+    for old in checkpoints(run_dir)[:-keep]:
+        old.unlink()
+    return path
+
+
+def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    folder = ckpt_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def latest(run_dir: str | os.PathLike) -> Path | None:
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if path.is_dir():  # a run directory: its newest checkpoint
+        newest = latest(path)
+        if newest is None:
+            raise MTVError(f"{path}: no checkpoints in {ckpt_dir(path)}; train first or pass a .pt file")
+        path = newest
+    if not path.is_file():
+        raise MTVError(f"{path}: checkpoint not found; pass a run directory or a checkpoints/step_*.pt file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise MTVError(f"{path}: not a readable MTV checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None

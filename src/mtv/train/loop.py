@@ -1,0 +1,289 @@
+"""The training loop: config → checkpoints, ``metrics.jsonl`` and TensorBoard, on one process or under torchrun."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+from transformers import SiglipConfig, SiglipTokenizer
+
+from mtv.config import TrainConfig, dump_config
+from mtv.data.decode import decode_caption, decode_image
+from mtv.data.shards import ReadStats, list_shards, read_samples
+from mtv.data.stream import Batches, ShardStream, StreamState
+from mtv.data.transforms import image_to_tensor, tokenize
+from mtv.errors import MTVError, SkipSample
+from mtv.models.siglip import build_model, load_config, preset_config
+from mtv.models.tokenizer import build_processor, load_processor, train_tokenizer
+from mtv.objectives import VisionLanguage
+from mtv.train import checkpoint
+from mtv.train.distributed import Dist, gather_objects, mean_over_ranks, setup, teardown
+from mtv.train.logger import MetricsLog
+from mtv.train.schedule import warmup_cosine
+
+
+class VLDecoder:
+    """Raw sample → model inputs, in DataLoader workers (picklable)."""
+
+    def __init__(self, tokenizer, image_size: int, text_length: int):
+        self.tokenizer, self.image_size, self.text_length = tokenizer, image_size, text_length
+
+    def __call__(self, raw: dict, rng: np.random.Generator) -> dict:
+        caption = decode_caption(raw)
+        image = decode_image(raw)
+        return {"pixel_values": image_to_tensor(image, self.image_size),
+                "input_ids": tokenize(self.tokenizer, caption, self.text_length)}
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    d = setup(cfg.device)
+    try:
+        return _train(cfg, d, resume, progress)
+    finally:
+        teardown()
+
+
+def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = Path(cfg.run_dir)
+    shards = list_shards(cfg.data.train)
+    ck = _prepare_run_dir(run, resume, d)
+    if d.main:
+        dump_config(cfg, run / "config.yaml")
+    processor = _processor(cfg, run, shards, d)
+    tok = processor.tokenizer
+    model_cfg = SiglipConfig.from_dict(ck["model_config"]) if ck else _model_config(cfg, tok)
+    model = build_model(model_cfg, cfg.model.init_logit_scale, cfg.model.init_logit_bias, seed=cfg.seed)
+    task = VisionLanguage(model, cfg.loss.vl_distributed, cfg.model.max_logit_scale).to(d.device)
+    opt = torch.optim.AdamW(_param_groups(task, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
+        warmup_cosine, warmup=cfg.optim.warmup_steps, total=cfg.steps, min_ratio=cfg.optim.min_lr_ratio))
+    dtype = _autocast_dtype(cfg.precision, d.device)
+    scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
+
+    step, state = 0, StreamState({})
+    if ck:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        _set_rng(ck["rng"][d.rank] if d.rank < len(ck["rng"]) else ck["rng"][0])
+        step = ck["step"]
+        state = StreamState.from_dict(ck["data"][d.rank] if d.rank < len(ck["data"]) else None)
+    else:
+        _seed_everything(cfg.seed + d.rank)
+    net = DistributedDataParallel(task) if d.world_size > 1 else task
+
+    decoder = VLDecoder(tok, model_cfg.vision_config.image_size, cfg.model.text_length)
+    stream = ShardStream(shards, decoder, cfg.batch_size, cfg.seed, d.rank, d.world_size,
+                         cfg.data.shuffle_buffer, state)
+    batches = Batches(stream, cfg.data.workers)
+    log = MetricsLog(run, step, enabled=d.main)
+    per_step = cfg.batch_size * cfg.optim.accum_steps * d.world_size
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and d.main), desc="train", unit="step")
+    start_step, t_start = step, time.perf_counter()
+    t_log, step_log = t_start, step
+    autocast = torch.autocast(d.device.type, dtype=dtype, enabled=dtype is not None)
+
+    while step < cfg.steps:
+        terms_sum: dict[str, float] = {}
+        for micro in range(cfg.optim.accum_steps):
+            batch = next(batches)
+            last = micro == cfg.optim.accum_steps - 1
+            sync = contextlib.nullcontext() if last or d.world_size == 1 else net.no_sync()
+            with sync:
+                with autocast:
+                    terms = net(batch["pixel_values"].to(d.device, non_blocking=True),
+                                batch["input_ids"].to(d.device, non_blocking=True))
+                loss = sum(terms.values())
+                scaler.scale(loss / cfg.optim.accum_steps).backward()
+            for k, v in terms.items():
+                terms_sum[k] = terms_sum.get(k, 0.0) + v.item() / cfg.optim.accum_steps
+        scaler.unscale_(opt)
+        params = [p for p in task.parameters() if p.grad is not None]
+        grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip
+                     else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        task.clamp_()
+        step += 1
+        bar.update(1)
+        _check_skips(batches.state, cfg)
+
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            record = {"step": step, "loss": mean_over_ranks(sum(terms_sum.values()), d),
+                      **{k: mean_over_ranks(v, d) for k, v in terms_sum.items()},
+                      "lr": sched.get_last_lr()[0], "images_per_s": per_step * (step - step_log) / (now - t_log),
+                      "grad_norm": float(grad_norm), "logit_scale": task.model.logit_scale.exp().item(),
+                      "logit_bias": task.model.logit_bias.item(),
+                      "samples_seen": int(sum(gather_objects(batches.state.counts.get("seen", 0), d))),
+                      "samples_skipped": int(sum(gather_objects(batches.state.counts.get("skipped", 0), d)))}
+            log.log(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+            t_log, step_log = now, step
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            _save(cfg, run, step, task, opt, sched, scaler, batches.state, model_cfg, d)
+    bar.close()
+    log.close()
+    seconds = time.perf_counter() - t_start
+    counts = gather_objects(dict(batches.state.counts), d)
+    summary = _summary(cfg, run, step - start_step, seconds, per_step, counts)
+    if d.main and progress:
+        _print_summary(summary)
+    return summary
+
+
+def _prepare_run_dir(run: Path, resume: bool, d: Dist) -> dict | None:
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        probe = run / f".write-test-{d.rank}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise MTVError(f"{run}: cannot write the run directory ({e.strerror}); choose a writable run_dir") from None
+    found = checkpoint.latest(run)
+    if found and not resume:
+        raise MTVError(f"{run}: already has checkpoints; pass --resume to continue it or choose another run_dir")
+    if resume and found is None and d.main:
+        print(f"{run}: no checkpoint yet, starting from step 0")
+    return checkpoint.load(found) if resume and found else None
+
+
+def _processor(cfg: TrainConfig, run: Path, shards: list[str], d: Dist):
+    """The tokenizer+image processor that export ships; trained once on the corpus captions by rank 0."""
+    folder = run / "processor"
+    if d.main and not (folder / "processor_config.json").exists():
+        if cfg.model.tokenizer:
+            try:
+                tok = SiglipTokenizer.from_pretrained(cfg.model.tokenizer, model_max_length=cfg.model.text_length)
+            except (OSError, ValueError) as e:
+                raise MTVError(f"model.tokenizer: {cfg.model.tokenizer} is not a SigLIP tokenizer "
+                               f"({str(e).splitlines()[0]})") from None
+        else:
+            tok = train_tokenizer(_captions(shards, cfg.model.tokenizer_captions), str(folder),
+                                  cfg.model.vocab_size, cfg.model.text_length)
+        size = (load_config(cfg.model.config).vision_config.image_size if cfg.model.config
+                else _model_config(cfg, tok).vision_config.image_size)
+        build_processor(tok, size).save_pretrained(folder)
+    d.barrier()
+    return load_processor(folder)
+
+
+def _captions(shards: list[str], limit: int) -> list[str]:
+    out, stats = [], ReadStats()
+    for raw in read_samples(shards, stats):
+        try:
+            out.append(decode_caption(raw))
+        except SkipSample:
+            continue
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _model_config(cfg: TrainConfig, tok) -> SiglipConfig:
+    if cfg.model.config:
+        return load_config(cfg.model.config)
+    return preset_config(cfg.model.preset, len(tok), cfg.model.text_length, tok.pad_token_id, tok.eos_token_id)
+
+
+def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms and the logit scale/bias (every tensor under 2-D)."""
+    decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
+    rest = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if _cpu_has_bf16() else None
+
+
+def _check_skips(state: StreamState, cfg: TrainConfig) -> None:
+    seen, skipped = state.counts.get("seen", 0), state.counts.get("skipped", 0)
+    if seen >= cfg.data.min_samples_for_skip_check and skipped > cfg.data.max_skip_fraction * seen:
+        reasons = {k.split("/", 1)[1]: v for k, v in state.counts.items() if k.startswith("skipped/")}
+        raise MTVError(f"{cfg.data.train}: {skipped} of {seen} samples could not be used "
+                       f"({skipped / seen:.1%} > data.max_skip_fraction={cfg.data.max_skip_fraction}); "
+                       f"reasons: {reasons}")
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _save(cfg, run, step, task, opt, sched, scaler, data_state, model_cfg, d: Dist) -> None:
+    rngs = gather_objects(_rng_state(), d)
+    data = gather_objects(data_state.to_dict(), d)
+    if d.main:
+        processor = run / "processor"
+        files = {p.name: p.read_bytes() for p in processor.iterdir() if p.is_file()}
+        checkpoint.save({
+            "step": step, "model": task.model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rngs, "data": data,
+            "model_config": model_cfg.to_dict(), "processor_files": files, "config": cfg.model_dump(mode="json"),
+        }, run, step, cfg.keep_ckpts)
+    d.barrier()
+
+
+def _summary(cfg, run: Path, steps: int, seconds: float, per_step: int, counts: list[dict]) -> dict:
+    total: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return {"run_dir": str(run), "steps_this_run": steps, "seconds": seconds,
+            "images_per_s": steps * per_step / seconds if seconds else 0.0,
+            "samples_seen": total.get("seen", 0), "samples_skipped": total.get("skipped", 0),
+            "skip_reasons": {k.split("/", 1)[1]: v for k, v in total.items() if k.startswith("skipped/")},
+            "bad_shards": total.get("bad_shards", 0),
+            "checkpoint": str(checkpoint.latest(run)), "metrics": str(run / "metrics.jsonl")}
+
+
+def _print_summary(s: dict) -> None:
+    print(f"trained {s['steps_this_run']} steps in {s['seconds']:.0f} s ({s['images_per_s']:.1f} images/s); "
+          f"samples seen {s['samples_seen']}, skipped {s['samples_skipped']} {s['skip_reasons'] or ''}")
+    print(f"checkpoint: {s['checkpoint']}\nmetrics:    {s['metrics']}")
