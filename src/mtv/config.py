@@ -28,7 +28,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    preset: Literal["tiny", "small", "base", "large"] = "tiny"
+    preset: Literal["micro", "tiny", "small", "base", "large"] = "tiny"
     config: str | None = Field(None, description="HF SiglipConfig dir or json; overrides preset")
     tokenizer: str | None = Field(None, description="existing SigLIP tokenizer dir; None trains one on captions")
     vocab_size: int = Field(1000, ge=32)

@@ -12,6 +12,7 @@ from mtv.errors import MTVError
 
 # Towers of matching width; `tiny` trains in minutes on a 2-core CPU, `base`/`large` are the paper's sizes.
 PRESETS: dict[str, dict] = {
+    "micro": dict(image_size=32, patch_size=8, hidden=32, mlp=64, layers=2, heads=2, text_layers=1),  # tests, smoke runs
     "tiny": dict(image_size=64, patch_size=8, hidden=192, mlp=768, layers=6, heads=3, text_layers=4),
     "small": dict(image_size=128, patch_size=16, hidden=384, mlp=1536, layers=12, heads=6, text_layers=12),
     "base": dict(image_size=224, patch_size=16, hidden=768, mlp=3072, layers=12, heads=12, text_layers=12),

@@ -10,6 +10,7 @@ from torch import nn
 from transformers import SiglipModel
 
 from mtv.losses import distributed_sigmoid_loss
+from mtv.models.vision import encode_images
 
 
 class VisionLanguage(nn.Module):
@@ -22,9 +23,11 @@ class VisionLanguage(nn.Module):
         self.max_log_scale = math.log(max_logit_scale)
 
     def embed(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.model.vision_model(pixel_values=pixel_values).pooler_output
-        text = self.model.text_model(input_ids=input_ids).pooler_output
-        return F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
+        image = encode_images(self.model.vision_model, pixel_values).pooled
+        return F.normalize(image.float(), dim=-1), self.embed_text(input_ids)
+
+    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.text_model(input_ids=input_ids).pooler_output.float(), dim=-1)
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         image, text = self.embed(pixel_values, input_ids)

@@ -27,6 +27,7 @@ from mtv.objectives import VisionLanguage
 from mtv.train import checkpoint
 from mtv.train.distributed import Dist, gather_objects, mean_over_ranks, setup, teardown
 from mtv.train.logger import MetricsLog
+from mtv.train.precision import autocast_dtype
 from mtv.train.schedule import warmup_cosine
 
 
@@ -67,7 +68,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
     opt = torch.optim.AdamW(_param_groups(task, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
         warmup_cosine, warmup=cfg.optim.warmup_steps, total=cfg.steps, min_ratio=cfg.optim.min_lr_ratio))
-    dtype = _autocast_dtype(cfg.precision, d.device)
+    dtype = autocast_dtype(cfg.precision, d.device)
     scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
 
     step, state = 0, StreamState({})
@@ -204,26 +205,6 @@ def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
     rest = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if _cpu_has_bf16() else None
 
 
 def _check_skips(state: StreamState, cfg: TrainConfig) -> None:
