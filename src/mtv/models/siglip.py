@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -61,6 +62,13 @@ def load_siglip(path: str | os.PathLike) -> SiglipModel:
     if not os.path.isfile(cfg):
         raise MTVError(f"{path}: not a model directory (no config.json); give the directory `mtv export` wrote")
     try:
+        with open(cfg) as f:
+            kind = json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != "siglip":
+        raise MTVError(f"{cfg}: model_type is {kind!r}, not 'siglip'; give a SiglipModel directory")
+    try:
         return SiglipModel.from_pretrained(path)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise MTVError(f"{path}: not a SiglipModel checkpoint ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # HF raises many types for a broken checkpoint; the user needs one line, not a trace
+        raise MTVError(f"{path}: not a loadable SiglipModel ({type(e).__name__}: {str(e).splitlines()[0]})") from None

@@ -1,0 +1,165 @@
+"""`mtv eval`: zero-shot classification and image-text retrieval of any `SiglipModel` directory.
+
+Ours, Google's and the released MTV weights all go through the same code (the model's own processor, the Quick
+Start's inputs), so their reports compare side by side. Metric functions live in the submodules as pure
+functions on tensors, for the probe suites to reuse.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from mtv.data.decode import decode_caption, decode_image, decode_json
+from mtv.data.shards import DATASET_META, ReadStats, dataset_meta, list_shards, read_samples
+from mtv.errors import MTVError, SkipSample
+from mtv.eval.features import embed_images, embed_texts, quickstart_logits
+from mtv.eval.report import versions, write_report
+from mtv.eval.retrieval import retrieval_chance, retrieval_recall
+from mtv.eval.zeroshot import (DEFAULT_TEMPLATES, class_embeddings, class_prompts, zeroshot_accuracy,
+                               zeroshot_chance)
+from mtv.models.siglip import load_siglip
+from mtv.models.tokenizer import load_processor
+
+__all__ = ["evaluate"]
+
+
+@dataclass
+class Embedded:
+    """One embedded held-out set: image i's captions are rows ``image_to_texts[i]`` of ``text_emb``;
+    label -1 = no class."""
+
+    image_emb: torch.Tensor
+    text_emb: torch.Tensor
+    image_to_texts: list[list[int]]
+    labels: torch.Tensor
+
+
+def _check_writable(out: str) -> None:
+    """Fails in seconds rather than after the embedding pass."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise MTVError(f"{out}: cannot write the report there ({e.strerror}); "
+                       "pass a writable --out directory") from None
+
+
+def _zeroshot_setup(meta: dict, data: str) -> tuple[list[str], list[str]]:
+    """Class names and prompt templates from dataset.json; no classes means zero-shot is not run."""
+    where = f"{DATASET_META} beside {data}"
+    classes = meta.get("classes") or []
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise MTVError(f"{where}: 'classes' must be a list of class names (index = class_id)")
+    templates = meta.get("templates") or list(DEFAULT_TEMPLATES)
+    bad = [t for t in templates if not isinstance(t, str) or "{}" not in t]
+    if bad:
+        raise MTVError(f"{where}: template {bad[0]!r} has no '{{}}' for the class name; add it or drop the template")
+    return classes, templates
+
+
+def _label(info: dict, class_index: dict[str, int]) -> int:
+    name, cid = info.get("class"), info.get("class_id")
+    if isinstance(name, str) and name in class_index:
+        return class_index[name]
+    if isinstance(cid, int) and 0 <= cid < len(class_index):
+        return cid
+    return -1
+
+
+def _embed_samples(model, processor, paths: list[str], classes: list[str], batch_size: int,
+                   max_samples: int | None, stats: ReadStats, progress: bool) -> Embedded:
+    """Decodes and embeds samples batch by batch, so memory holds one batch of images, not the data set.
+
+    Identical caption strings become one text that matches every image carrying it: as separate texts their
+    embeddings would tie exactly, and under the no-credit-for-ties rule a perfect model could not score.
+    """
+    class_index = {name: i for i, name in enumerate(classes)}
+    text_index: dict[str, int] = {}
+    images, new_texts, image_to_texts, labels, image_chunks, text_chunks = [], [], [], [], [], []
+    bar = tqdm(total=max_samples, desc="eval: embedding", unit="sample", disable=not progress)
+
+    def flush() -> None:
+        image_chunks.append(embed_images(model, processor, images, batch_size))
+        text_chunks.append(embed_texts(model, processor, new_texts, batch_size))
+        bar.update(len(images))
+        images.clear()
+        new_texts.clear()
+
+    for sample in read_samples(paths, stats):
+        try:
+            image, caption, info = decode_image(sample), decode_caption(sample), decode_json(sample)
+        except SkipSample as e:
+            stats.skip(str(e))
+            continue
+        if caption not in text_index:
+            text_index[caption] = len(text_index)
+            new_texts.append(caption)
+        images.append(image)
+        image_to_texts.append([text_index[caption]])
+        labels.append(_label(info, class_index))
+        if len(images) == batch_size:
+            flush()
+        if len(labels) == max_samples:
+            break
+    if images:
+        flush()
+    bar.close()
+    if not labels:
+        raise MTVError(f"{paths[0]}: no usable samples in the data ({_skipped(stats)}); check the shards decode")
+    return Embedded(torch.cat(image_chunks), torch.cat(text_chunks), image_to_texts, torch.tensor(labels))
+
+
+def _skipped(stats: ReadStats) -> dict[str, int]:
+    return {"total": stats["skipped"],
+            **{k.split("/", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("skipped/")}}
+
+
+def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, batch_size: int = 64,
+             max_samples: int | None = None, progress: bool = True) -> dict:
+    """Zero-shot top-1/top-5/mean per-class recall and retrieval R@1/5/10 both ways; writes report.json and
+    report.md in ``out`` and returns the report. Cheap checks (output, shards, model) come before embedding."""
+    model_dir, data, out = str(model_dir), str(data), str(out)
+    if batch_size < 1 or (max_samples is not None and max_samples < 1):
+        raise MTVError(f"eval: batch_size ({batch_size}) and max_samples ({max_samples}) must be at least 1")
+    _check_writable(out)
+    paths = list_shards(data)
+    classes, templates = _zeroshot_setup(dataset_meta(data), data)
+    model = load_siglip(model_dir)
+    processor = load_processor(model_dir)
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+
+    stats = ReadStats()
+    emb = _embed_samples(model, processor, paths, classes, batch_size, max_samples, stats, progress)
+    metrics, chance, not_run = {}, {}, {}
+    labelled = emb.labels >= 0
+    if not classes:
+        not_run["zeroshot"] = f"no class list ('classes' in {DATASET_META}) for this data set"
+    elif not labelled.any():
+        not_run["zeroshot"] = "no sample has a 'class' or 'class_id' in its json that names a listed class"
+    else:
+        prompt_emb = embed_texts(model, processor, class_prompts(classes, templates), batch_size)
+        class_emb = class_embeddings(prompt_emb, len(classes))
+        zs = zeroshot_accuracy(emb.image_emb[labelled], class_emb, emb.labels[labelled])
+        metrics.update({f"zeroshot_{k}": v for k, v in zs.items()})
+        chance.update({f"zeroshot_{k}": v for k, v in zeroshot_chance(len(classes)).items()})
+    sim = quickstart_logits(model, emb.image_emb, emb.text_emb)
+    metrics.update({f"retrieval_{k}": v for k, v in retrieval_recall(sim, emb.image_to_texts).items()})
+    chance.update({f"retrieval_{k}": v for k, v in retrieval_chance(emb.image_to_texts, sim.shape[1]).items()})
+
+    report = {
+        "model": model_dir, "data": data, "num_samples": len(emb.labels), "num_texts": len(emb.text_emb),
+        "num_classes": len(classes),
+        "num_zeroshot_samples": int(labelled.sum()) if "zeroshot" not in not_run else 0,
+        "metrics": metrics, "chance": chance, "not_run": not_run, "skipped": _skipped(stats),
+        "config": {"batch_size": batch_size, "templates": templates if "zeroshot" not in not_run else None,
+                   "max_samples": max_samples},
+        "versions": versions(),
+    }
+    write_report(report, out)
+    return report

@@ -1,0 +1,86 @@
+"""Grounding losses: region-text sigmoid alignment across ranks, and L1 + GIoU box regression."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+import torch.nn.functional as F
+
+from mtv.ops.boxes import cxcywh_to_xyxy, generalized_box_iou
+
+
+def normalise_phrase(phrase: str) -> str:
+    """Lower case, single spaces, no surrounding punctuation: "The  Dog." and "the dog" name one entity."""
+    return re.sub(r"\s+", " ", phrase.lower()).strip(" \t\n.,;:!?\"'")
+
+
+def name_id(phrase: str) -> int:
+    """A stable signed 64-bit id of the normalised phrase, equal on every rank and in every run (Python's
+    ``hash`` of a string is salted per process, so it cannot be used)."""
+    digest = hashlib.blake2b(normalise_phrase(phrase).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def _gather(entities: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entities and ids of every rank, in rank order. Ranks hold different numbers of boxes, so each pads to the
+    largest count first; the gather of embeddings is differentiable, so each rank's loss sends gradients back to
+    the rank that owns the entity."""
+    world = dist.get_world_size()
+    count = torch.tensor([entities.shape[0]], device=entities.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    counts = [int(c) for c in counts]
+    most = max(counts)
+    if most == 0:
+        return entities, ids
+    if torch.is_grad_enabled() and not entities.requires_grad:
+        # the gather's backward is a collective too: a rank whose entities carry no grad would skip it and hang
+        # the others
+        entities = entities.detach().requires_grad_()
+    pad = most - entities.shape[0]
+    all_entities = dist_nn.all_gather(F.pad(entities, (0, 0, 0, pad)))
+    all_ids = [torch.zeros(most, dtype=ids.dtype, device=ids.device) for _ in range(world)]
+    dist.all_gather(all_ids, F.pad(ids, (0, pad)))
+    return (torch.cat([e[:c] for e, c in zip(all_entities, counts)]),
+            torch.cat([i[:c] for i, c in zip(all_ids, counts)]))
+
+
+def region_text_loss(regions: torch.Tensor, entities: torch.Tensor, ids: torch.Tensor, scale: torch.Tensor,
+                     bias: torch.Tensor, gather: bool = True) -> torch.Tensor:
+    """Sigmoid loss over all (region, entity) pairs of the global batch, divided by the local region count.
+
+    ``regions`` and ``entities`` are (Q, E) L2-normalised, row q of each from the same box; ``ids`` (Q,) int64
+    name ids. A pair is positive (z = +1) when the names are equal, so two boxes of "dog" are not pushed apart.
+    With torch.distributed initialised and ``gather``, entities come from all ranks; every rank must call this
+    on every step, even with Q = 0, because the gather is a collective. As in objective 1, there is no division
+    by the world size: DDP's gradient averaging does it."""
+    if gather and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        entities, all_ids = _gather(entities, ids)
+    else:
+        all_ids = ids
+    logits = scale * regions.float() @ entities.float().T + bias
+    z = torch.where(ids[:, None] == all_ids[None, :], 1.0, -1.0)
+    return -F.logsigmoid(z * logits).sum() / max(regions.shape[0], 1)
+
+
+def box_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float = 5.0,
+             giou_weight: float = 2.0) -> torch.Tensor:
+    """DETR's box loss on (Q, 4) normalised cx, cy, w, h boxes, averaged over boxes: ``l1_weight`` x L1 summed
+    over the 4 coordinates + ``giou_weight`` x (1 - GIoU). L1 alone favours large boxes being slightly off over
+    small ones being far off; GIoU is scale-free and still has a gradient for disjoint boxes."""
+    if pred.shape[0] == 0:
+        return pred.sum() * 0.0
+    pred, target = pred.float(), target.float()
+    l1 = (pred - target).abs().sum(-1)
+    giou = _paired_giou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(target))
+    return (l1_weight * l1 + giou_weight * (1 - giou)).mean()
+
+
+def _paired_giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """GIoU of row i of ``a`` with row i of ``b``: the pairwise op mapped over pairs, O(Q) instead of the
+    Q x Q matrix whose diagonal it is."""
+    return torch.vmap(lambda x, y: generalized_box_iou(x[None], y[None])[0, 0])(a, b)

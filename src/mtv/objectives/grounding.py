@@ -1,0 +1,126 @@
+"""Objective 3: grounding from OWLv2 pseudo-boxes: region-text alignment and text-to-box regression."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from mtv.errors import MTVError
+from mtv.losses.grounding import box_loss, region_text_loss
+from mtv.models.prompter import Prompter, xyxy_to_cxcywh
+from mtv.ops.boxes import cxcywh_to_xyxy
+
+
+class GroundingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool = True
+    region_text: bool = Field(True, description="region-text sigmoid alignment (loss_grounding)")
+    text_to_box: bool = Field(True, description="entity-to-box regression (loss_box); needed by `mtv predict`")
+    weight: float = Field(1.0, ge=0, description="lambda of loss_grounding in the total loss")
+    box_weight: float = Field(1.0, ge=0, description="lambda of loss_box in the total loss")
+    l1_weight: float = Field(5.0, ge=0, description="L1 weight inside loss_box (DETR)")
+    giou_weight: float = Field(2.0, ge=0, description="1 - GIoU weight inside loss_box (DETR)")
+    min_score: float = Field(0.3, ge=0, le=1, description="loader keeps pseudo-boxes scoring at least this")
+    max_boxes: int = Field(10, ge=1, description="loader keeps at most this many boxes per image (highest scores)")
+    min_visible: float = Field(0.5, ge=0, le=1, description="a crop drops boxes with less of their area left")
+    min_box_size: float = Field(4.0, ge=0, description="a crop drops boxes narrower or lower than this (pixels)")
+    layers: int = Field(1, ge=1, le=2, description="prompter cross-attention layers")
+    heads: int | None = Field(None, ge=1, description="prompter attention heads; None: token width // 64")
+    box_freqs: int = Field(16, ge=1, description="sinusoidal frequencies per box coordinate")
+    init_logit_scale: float = Field(10.0, gt=0, description="t = exp(t') at the start")
+    init_logit_bias: float = -10.0
+    max_logit_scale: float = Field(100.0, gt=0, description="t is clamped to [1, this] after each step")
+
+    @model_validator(mode="after")
+    def _check(self) -> "GroundingConfig":
+        if self.enabled and not (self.region_text or self.text_to_box):
+            raise ValueError("grounding: enabled needs region_text or text_to_box (or set enabled: false)")
+        return self
+
+
+def _pack(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For (B, M) ``valid`` rows with at least one box: indices that move valid boxes to the front (stable, so
+    ``x[valid]`` and ``packed[slots]`` list the same boxes in the same order) and the (B, M') mask of filled
+    slots, M' being the largest count."""
+    counts = valid.sum(1)
+    width = int(counts.max())
+    order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :width]
+    return order, torch.arange(width, device=valid.device) < counts[:, None]
+
+
+def _take(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    return torch.gather(x, 1, order[..., None].expand(-1, -1, x.shape[-1]))
+
+
+class Grounding(nn.Module):
+    """Prompter + its own logit scale t' and bias b; ``dim`` is the patch-token width, ``text_dim`` the text
+    embedding width. Returns unweighted terms; ``weights`` holds their lambdas."""
+
+    def __init__(self, cfg: GroundingConfig, dim: int, text_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.prompter = Prompter(dim, text_dim, layers=cfg.layers, heads=cfg.heads, box_freqs=cfg.box_freqs,
+                                 regions=cfg.region_text, boxes=cfg.text_to_box)
+        if cfg.region_text:
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.init_logit_scale)))
+            self.logit_bias = nn.Parameter(torch.tensor(cfg.init_logit_bias))
+        self.weights = {k: w for k, w, on in (("loss_grounding", cfg.weight, cfg.region_text),
+                                              ("loss_box", cfg.box_weight, cfg.text_to_box)) if on}
+
+    def forward(self, patch_tokens: torch.Tensor, grid: tuple[int, int], boxes: torch.Tensor,
+                box_valid: torch.Tensor, entity_emb: torch.Tensor, entity_ids: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        """``patch_tokens`` (B, N, D) of the clean view; ``boxes`` (B, M, 4) normalised xyxy; ``box_valid`` (B, M);
+        ``entity_emb`` (B, M, E) L2-normalised; ``entity_ids`` (B, M) int64 `name_id`s. Padded slots may hold
+        anything finite.
+
+        Only valid boxes, and only images that have some, reach the prompter. When this rank has none, each term
+        is a zero that still depends on every parameter: DDP (without find_unused_parameters) fails on
+        parameters that get no gradient, and a batch without boxes is ordinary. The region-text term is computed
+        even then, because its cross-rank gather is a collective that every rank must join."""
+        valid = box_valid.bool()
+        entities, ids = entity_emb[valid], entity_ids[valid]
+        out = {}
+        if valid.any():
+            rows = valid.any(1)
+            tokens, order, slots = patch_tokens[rows], *_pack(valid[rows])
+            if self.cfg.region_text:
+                regions = self.prompter.regions(tokens, grid, _take(boxes[rows], order))[slots]
+                out["loss_grounding"] = self._region_text(F.normalize(regions.float(), dim=-1), entities, ids)
+            if self.cfg.text_to_box:
+                pred = self.prompter.locate(tokens, grid, _take(entity_emb[rows], order))[slots]
+                target = xyxy_to_cxcywh(boxes[valid].float())
+                out["loss_box"] = box_loss(pred, target, self.cfg.l1_weight, self.cfg.giou_weight)
+            return out
+        zero = sum(p.sum() for p in self.parameters()) * 0.0
+        if self.cfg.region_text:
+            none = entities.new_zeros((0, entities.shape[-1]), dtype=torch.float32)
+            out["loss_grounding"] = self._region_text(none, entities, ids) + zero
+        if self.cfg.text_to_box:
+            out["loss_box"] = zero
+        return out
+
+    def _region_text(self, regions: torch.Tensor, entities: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return region_text_loss(regions, entities, ids, self.logit_scale.float().exp(), self.logit_bias.float())
+
+    @torch.no_grad()
+    def predict_boxes(self, patch_tokens: torch.Tensor, grid: tuple[int, int],
+                      entity_emb: torch.Tensor) -> torch.Tensor:
+        """Boxes (Q, 4) as normalised xyxy for Q L2-normalised phrase embeddings (Q, E) in one image whose
+        tokens are (N, D) or (1, N, D)."""
+        if not self.cfg.text_to_box:
+            raise MTVError("grounding.text_to_box was off in training: this model cannot localise phrases")
+        tokens = patch_tokens.reshape(1, *patch_tokens.shape[-2:])
+        boxes = self.prompter.locate(tokens, grid, entity_emb.reshape(1, -1, entity_emb.shape[-1]))[0]
+        return cxcywh_to_xyxy(boxes.float()).clamp(0.0, 1.0)
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Keeps t = exp(t') in [1, max] after each step, like objective 1."""
+        if self.cfg.region_text:
+            self.logit_scale.clamp_(0.0, math.log(self.cfg.max_logit_scale))

@@ -1,0 +1,38 @@
+"""Shared pytest fixtures. Each is named for what it builds; builders themselves live in fixtures.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fixtures import TOY_CLASSES, TOY_COLOURS, TOY_SHAPES, write_toy_shards
+from mtv.data.shards import DATASET_META
+
+EVAL_TEMPLATES = ["a photo of a {}.", "a rendering of a {}."]
+
+
+@pytest.fixture(scope="session")
+def eval_model_dir(tmp_path_factory):
+    """A random `micro` SiglipModel + processor saved like an export, trained tokenizer included (~1 s).
+    Imports are local so test files that need no model do not pay for transformers."""
+    from mtv.models.siglip import build_model, preset_config
+    from mtv.models.tokenizer import build_processor, train_tokenizer
+
+    path = tmp_path_factory.mktemp("eval_model")
+    captions = [f"a photo of a {c} {s}" for c in TOY_COLOURS for s in TOY_SHAPES]
+    tok = train_tokenizer(captions, str(path), vocab_size=200, text_length=64)
+    model = build_model(preset_config("micro", len(tok), 64, tok.pad_token_id, tok.eos_token_id))
+    model.save_pretrained(path)
+    build_processor(tok, model.config.vision_config.image_size).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def eval_shards(tmp_path_factory):
+    """24 held-out samples in 2 shards, 8 classes, two templates; sample 3 has an undecodable PNG and
+    sample 10 an empty caption, so 22 are usable."""
+    path = tmp_path_factory.mktemp("eval_data")
+    write_toy_shards(path, n_shards=2, per_shard=12, seed=1, corrupt={3: "image", 10: "caption"})
+    (path / DATASET_META).write_text(json.dumps({"classes": TOY_CLASSES, "templates": EVAL_TEMPLATES}))
+    return path

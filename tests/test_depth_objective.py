@@ -1,0 +1,161 @@
+"""Depth: SSI + gradient-matching loss against a plain NumPy computation, its invariances, the DPT head and
+the objective's handling of unlabelled images."""
+
+import numpy as np
+import pytest
+import torch
+
+from mtv.losses.depth import align, depth_loss, gradient_matching
+from mtv.models.depth_head import depth_layers
+from mtv.models.siglip import build_model, preset_config
+from mtv.models.vision import encode_images
+from mtv.objectives.depth import Depth, DepthConfig
+
+MODES = ("lstsq", "median")
+
+
+def targets(seed=0, b=3, h=24, w=20):
+    """Inverse depth with NaN and zero holes (invalid), and a prediction."""
+    g = torch.Generator().manual_seed(seed)
+    target = torch.rand(b, 1, h, w, generator=g) * 3 + 0.5
+    target[0, 0, :4] = float("nan")
+    target[1, 0, 5:11, 2:9] = 0.0
+    target[2, 0, 0, 0] = -1.0
+    return target, torch.rand(b, 1, h, w, generator=g)
+
+
+def reference(pred, target, mode, grad_weight=0.5, scales=4):
+    """MiDaS loss for one (H, W) image, by the textbook: NumPy, explicit loops."""
+    pred, target = pred.double().numpy(), target.double().numpy()
+    valid = np.isfinite(target) & (target > 0)
+    t = target[valid]
+    t_norm = (t - np.median(t)) / np.mean(np.abs(t - np.median(t)))
+    p = pred[valid]
+    if mode == "lstsq":
+        (s, shift), *_ = np.linalg.lstsq(np.stack([p, np.ones_like(p)], 1), t_norm, rcond=None)
+        aligned = s * p + shift
+        ssi = np.mean((aligned - t_norm) ** 2)
+    else:
+        aligned = (p - np.median(p)) / np.mean(np.abs(p - np.median(p)))
+        ssi = np.mean(np.abs(aligned - t_norm))
+    residual = np.zeros_like(pred)
+    residual[valid] = aligned - t_norm
+    grad = 0.0
+    for k in range(scales):
+        r, m = residual[:: 2 ** k, :: 2 ** k], valid[:: 2 ** k, :: 2 ** k]
+        total = 0.0
+        for y in range(r.shape[0]):
+            for x in range(r.shape[1]):
+                if x + 1 < r.shape[1] and m[y, x] and m[y, x + 1]:
+                    total += abs(r[y, x + 1] - r[y, x])
+                if y + 1 < r.shape[0] and m[y, x] and m[y + 1, x]:
+                    total += abs(r[y + 1, x] - r[y, x])
+        grad += total / m.sum()
+    return ssi + grad_weight * grad
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_loss_matches_numpy_reference(mode):
+    target, pred = targets()
+    for t in target:  # odd valid counts: torch's and NumPy's medians then agree
+        if (torch.isfinite(t) & (t > 0)).sum() % 2 == 0:
+            t[0, -1, -1] = float("nan")
+    got = depth_loss(pred, target, normalisation=mode, min_valid_fraction=0.0)
+    want = np.mean([reference(pred[i, 0], target[i, 0], mode) for i in range(3)])
+    assert got.item() == pytest.approx(want, rel=1e-4)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("scale,shift", [(3.7, -2.5), (0.05, 40.0), (1.0, 1e-3)])
+def test_loss_is_invariant_to_scale_and_shift_of_prediction(mode, scale, shift):
+    target, pred = targets()
+    base = depth_loss(pred, target, normalisation=mode)
+    assert depth_loss(scale * pred + shift, target, normalisation=mode).item() == pytest.approx(base.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_affine_copy_of_target_has_zero_loss_and_zero_gradient_term(mode):
+    target, _ = targets()
+    pred = (2.5 * target + 0.7).nan_to_num(123.0)  # holes filled with nonsense
+    assert depth_loss(pred, target, normalisation=mode).item() == pytest.approx(0.0, abs=1e-5)
+    mask = torch.isfinite(target[:, 0]) & (target[:, 0] > 0)
+    aligned, normed = align(pred[:, 0], target[:, 0], mask, mode)
+    residual = torch.where(mask, aligned - normed, 0.0)
+    assert gradient_matching(residual, mask).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_invalid_pixels_change_nothing(mode):
+    target, pred = targets()
+    pred.requires_grad_(True)
+    loss = depth_loss(pred, target, normalisation=mode)
+    loss.backward()
+    invalid = ~(torch.isfinite(target) & (target > 0))
+    assert (pred.grad[invalid] == 0).all() and (pred.grad[~invalid] != 0).any()
+    other_pred = torch.where(invalid, torch.randn_like(pred) * 100, pred.detach())
+    other_target = torch.where(invalid, torch.where(torch.rand_like(target) < 0.5, float("nan"), -2.0), target)
+    again = depth_loss(other_pred, other_target, normalisation=mode)
+    assert again.item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_images_with_too_few_valid_pixels_contribute_nothing():
+    target, pred = targets()
+    target[1] = float("nan")
+    target[1, 0, 0, :3] = 1.0  # 3 valid pixels of 480
+    full = depth_loss(pred, target, min_valid_fraction=0.05)
+    assert full.item() == pytest.approx(depth_loss(pred[[0, 2]], target[[0, 2]]).item(), rel=1e-6)
+    empty = depth_loss(pred.requires_grad_(True), torch.full_like(target, float("nan")))
+    empty.backward()
+    assert empty.item() == 0.0 and (pred.grad == 0).all()
+
+
+def test_depth_layers_are_evenly_spaced_and_end_at_the_last():
+    assert depth_layers(12) == [2, 5, 8, 11]
+    assert depth_layers(24) == [5, 11, 17, 23]
+    assert depth_layers(6) == [1, 2, 4, 5]
+    assert depth_layers(2) == [0, 0, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def tower():
+    return build_model(preset_config("micro", 100, 16, 0, 1)).vision_model
+
+
+@pytest.mark.parametrize("size", [(32, 32), (48, 64)])
+def test_head_output_has_the_input_size(tower, size):
+    depth = Depth(DepthConfig(width=16), dim=32, num_layers=2)
+    out = encode_images(tower, torch.randn(2, 3, *size), layers=depth.layers)
+    assert out.grid == (size[0] // 8, size[1] // 8)
+    pred = depth.predict(out.layers, out.grid, size)
+    assert pred.shape == (2, 1, *size) and (pred >= 0).all()
+
+
+def test_objective_uses_only_labelled_images(tower):
+    torch.manual_seed(0)
+    depth = Depth(DepthConfig(width=16), dim=32, num_layers=2)
+    px = torch.randn(3, 3, 32, 32)
+    out = encode_images(tower, px, layers=depth.layers)
+    target, _ = targets(b=3, h=32, w=32)
+    valid = torch.tensor([True, False, True])
+    loss = depth(out.layers, out.grid, (32, 32), target, valid)["loss_depth"]
+    pred = depth.predict(out.layers, out.grid, (32, 32))
+    assert loss.item() == pytest.approx(depth_loss(pred[[0, 2]], target[[0, 2]]).item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in depth.parameters())
+    assert tower.encoder.layers[0].mlp.fc1.weight.grad.abs().sum() > 0  # the tower learns from depth
+
+
+def test_batch_without_depth_gives_a_zero_that_reaches_every_parameter(tower):
+    depth = Depth(DepthConfig(width=16), dim=32, num_layers=2)
+    out = encode_images(tower, torch.randn(2, 3, 32, 32), layers=depth.layers)
+    loss = depth(out.layers, out.grid, (32, 32), torch.full((2, 1, 32, 32), float("nan")),
+                 torch.zeros(2, dtype=torch.bool))["loss_depth"]
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in depth.parameters())
+
+
+def test_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="extra"):
+        DepthConfig(grad_weigth=0.5)
+    assert DepthConfig().grad_weight == 0.5 and DepthConfig().scales == 4 and DepthConfig().weight == 1.0
