@@ -121,10 +121,11 @@ def test_two_processes_under_torchrun(tmp_path, data):
 @pytest.mark.parametrize("args, words", [
     (["train", "--config", "/nonexistent/c.yaml"], "config file not found"),
     (["export", "--ckpt", "/nonexistent/run", "--out", "/tmp/x"], "checkpoint not found"),
-    (["eval", "--model", "/tmp", "--data", "/tmp", "--out", "/tmp/x"], "not a model directory"),
+    (["eval", "--model", "/tmp", "--data", "{data}", "--out", "/tmp/x"], "not a model directory"),
+    (["eval", "--model", "/tmp", "--data", "/nonexistent", "--out", "/tmp/x"], "no such shard file"),
 ])
-def test_cli_errors_are_one_line(args, words):
-    out = cli(*args)
+def test_cli_errors_are_one_line(args, words, data):
+    out = cli(*[a.format(data=data) for a in args])
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in out.stderr

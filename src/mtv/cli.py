@@ -41,6 +41,14 @@ def _eval(a: argparse.Namespace) -> None:
     evaluate(a.model, a.data, a.out, batch_size=a.batch_size, max_samples=a.max_samples)
 
 
+def _predict(a: argparse.Namespace) -> None:
+    from mtv.predict import predict
+
+    phrases = [p.strip() for p in (a.phrases or "").split(";") if p.strip()]
+    result = predict(a.model, a.image, phrases, a.out)
+    print(f"wrote depth{' and ' + str(len(result['boxes'])) + ' boxes' if phrases else ''} to {a.out}")
+
+
 def _demo(a: argparse.Namespace) -> None:
     from mtv.demo import run_demo
 
@@ -80,6 +88,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--batch-size", type=int, default=64)
     v.add_argument("--max-samples", type=int)
     v.set_defaults(fn=_eval)
+
+    r = sub.add_parser("predict", help="depth map and phrase boxes of a photo, from an export's heads")
+    r.add_argument("--model", required=True)
+    r.add_argument("--image", required=True)
+    r.add_argument("--phrases", help='phrases separated by ";", e.g. "a red cube; the sphere"')
+    r.add_argument("--out", required=True)
+    r.set_defaults(fn=_predict)
 
     m = sub.add_parser("demo", help="world -> train tiny -> export -> eval -> Quick Start, on the CPU in minutes")
     m.add_argument("--out", default="runs/demo")

@@ -13,6 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mtv.errors import MTVError
+from mtv.objectives.depth import DepthConfig
+from mtv.objectives.grounding import GroundingConfig
+from mtv.objectives.self_supervised import SSLConfig
 
 
 class _Section(BaseModel):
@@ -24,6 +27,8 @@ class DataConfig(_Section):
     workers: int = Field(2, ge=0, description="decoding processes per rank")
     shuffle_buffer: int = Field(1000, ge=1)
     max_skip_fraction: float = Field(0.05, ge=0.0, le=1.0, description="stop when more samples than this fail")
+    flip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability of the clean view "
+                        "('left'/'right' swapped in caption and phrases)")
     min_samples_for_skip_check: int = Field(500, ge=1)
 
 
@@ -49,8 +54,10 @@ class OptimConfig(_Section):
     accum_steps: int = Field(1, ge=1)
 
 
-class LossConfig(_Section):
-    vl_distributed: Literal["ring", "gather"] = Field("ring", description="how text features cross ranks")
+class VLConfig(_Section):
+    enabled: bool = True
+    weight: float = Field(1.0, ge=0, description="lambda of loss_vl in the total loss")
+    distributed: Literal["ring", "gather"] = Field("ring", description="how text features cross ranks")
 
 
 class TrainConfig(_Section):
@@ -58,7 +65,10 @@ class TrainConfig(_Section):
     data: DataConfig
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
-    loss: LossConfig = LossConfig()
+    vl: VLConfig = VLConfig()
+    ssl: SSLConfig = SSLConfig()
+    grounding: GroundingConfig = GroundingConfig()
+    depth: DepthConfig = DepthConfig()
     seed: int = 0
     steps: int = Field(gt=0)
     batch_size: int = Field(gt=0, description="per rank and per micro-step")
@@ -68,9 +78,12 @@ class TrainConfig(_Section):
     log_every: int = Field(10, ge=1)
     ckpt_every: int = Field(200, ge=1)
     keep_ckpts: int = Field(2, ge=1)
+    max_nonfinite_steps: int = Field(3, ge=0, description="steps skipped for a NaN/inf loss term before the run stops")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
+        if not (self.vl.enabled or self.ssl.enabled or self.grounding.enabled or self.depth.enabled):
+            raise ValueError("every objective is switched off: enable at least one of vl, ssl, grounding, depth")
         if self.optim.warmup_steps >= self.steps:
             raise ValueError(f"optim.warmup_steps ({self.optim.warmup_steps}) must be below steps ({self.steps})")
         return self

@@ -9,7 +9,9 @@ from pathlib import Path
 from transformers import SiglipConfig, SiglipModel
 
 from mtv import __version__
+from mtv.config import TrainConfig
 from mtv.errors import MTVError
+from mtv.heads import save_heads
 from mtv.train import checkpoint
 
 
@@ -24,8 +26,21 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     model = SiglipModel(SiglipConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
     model.save_pretrained(out)
+    save_heads(out, _heads(state, model))
     for name, data in state["processor_files"].items():
         (out / name).write_bytes(data)
     provenance = {"mtv_version": __version__, "checkpoint": str(ckpt), "step": state["step"], "config": state["config"]}
     (out / "mtv_export.json").write_text(json.dumps(provenance, indent=2))
     return out
+
+
+def _heads(state: dict, model: SiglipModel) -> dict:
+    """The trained grounding and depth heads (the SSL parts are training-only and stay behind)."""
+    from mtv.objectives.multitask import MultiTask
+
+    cfg = TrainConfig.model_validate(state["config"])
+    cfg.ssl.enabled = False
+    task = MultiTask(model, cfg)
+    for name, head in task.exported_heads().items():
+        head.load_state_dict(state["objectives"][name])
+    return task.exported_heads()

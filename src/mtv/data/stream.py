@@ -80,9 +80,13 @@ class ShardStream(IterableDataset):
                 continue
             stats["seen"] += 1
             try:
-                batch.append(self.decode(raw, np.random.default_rng([self.seed, stream, epoch, consumed])))
+                example = self.decode(raw, np.random.default_rng([self.seed, stream, epoch, consumed]))
             except SkipSample as why:
                 stats.skip(str(why))
+            else:
+                for label in example.pop("_missing", ()):
+                    stats[f"missing/{label}"] += 1
+                batch.append(example)
             if len(batch) == self.batch_size:
                 yield self._collate(batch, stream, epoch, consumed, stats)
                 batch, stats = [], ReadStats()
@@ -92,7 +96,8 @@ class ShardStream(IterableDataset):
 
     @staticmethod
     def _collate(batch: list[dict], stream: int, epoch: int, consumed: int, stats: ReadStats) -> dict:
-        out = {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
+        out = {k: torch.stack([b[k] for b in batch]) if isinstance(batch[0][k], torch.Tensor) else [b[k] for b in batch]
+               for k in batch[0]}
         out["_position"] = (stream, epoch, consumed)
         out["_counts"] = {k: v for k, v in stats.items() if k != "samples"}  # "seen" excludes resume replay
         return out

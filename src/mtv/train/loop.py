@@ -16,32 +16,21 @@ from tqdm import tqdm
 from transformers import SiglipConfig, SiglipTokenizer
 
 from mtv.config import TrainConfig, dump_config
-from mtv.data.decode import decode_caption, decode_image
+from mtv.data.decode import decode_caption
 from mtv.data.shards import ReadStats, list_shards, read_samples
 from mtv.data.stream import Batches, ShardStream, StreamState
-from mtv.data.transforms import image_to_tensor, tokenize
+from mtv.data.transforms import tokenize
+from mtv.data.views import ViewDecoder
 from mtv.errors import MTVError, SkipSample
 from mtv.models.siglip import build_model, load_config, preset_config
 from mtv.models.tokenizer import build_processor, load_processor, train_tokenizer
-from mtv.objectives import VisionLanguage
+from mtv.objectives.multitask import MultiTask
+from mtv.objectives.self_supervised import ssl_step, view_masks
 from mtv.train import checkpoint
 from mtv.train.distributed import Dist, gather_objects, mean_over_ranks, setup, teardown
 from mtv.train.logger import MetricsLog
 from mtv.train.precision import autocast_dtype
 from mtv.train.schedule import warmup_cosine
-
-
-class VLDecoder:
-    """Raw sample → model inputs, in DataLoader workers (picklable)."""
-
-    def __init__(self, tokenizer, image_size: int, text_length: int):
-        self.tokenizer, self.image_size, self.text_length = tokenizer, image_size, text_length
-
-    def __call__(self, raw: dict, rng: np.random.Generator) -> dict:
-        caption = decode_caption(raw)
-        image = decode_image(raw)
-        return {"pixel_values": image_to_tensor(image, self.image_size),
-                "input_ids": tokenize(self.tokenizer, caption, self.text_length)}
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -64,51 +53,76 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
     tok = processor.tokenizer
     model_cfg = SiglipConfig.from_dict(ck["model_config"]) if ck else _model_config(cfg, tok)
     model = build_model(model_cfg, cfg.model.init_logit_scale, cfg.model.init_logit_bias, seed=cfg.seed)
-    task = VisionLanguage(model, cfg.loss.vl_distributed, cfg.model.max_logit_scale).to(d.device)
+    task = MultiTask(model, cfg).to(d.device)
     opt = torch.optim.AdamW(_param_groups(task, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
         warmup_cosine, warmup=cfg.optim.warmup_steps, total=cfg.steps, min_ratio=cfg.optim.min_lr_ratio))
     dtype = autocast_dtype(cfg.precision, d.device)
     scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
 
-    step, state = 0, StreamState({})
+    step, state, nonfinite = 0, StreamState({}), 0
     if ck:
         model.load_state_dict(ck["model"])
+        for name, sd in ck["objectives"].items():
+            getattr(task, name).load_state_dict(sd)
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
         _set_rng(ck["rng"][d.rank] if d.rank < len(ck["rng"]) else ck["rng"][0])
-        step = ck["step"]
+        step, nonfinite = ck["step"], ck.get("nonfinite_steps", 0)
         state = StreamState.from_dict(ck["data"][d.rank] if d.rank < len(ck["data"]) else None)
     else:
         _seed_everything(cfg.seed + d.rank)
-    net = DistributedDataParallel(task) if d.world_size > 1 else task
+    late_ssl = cfg.ssl.enabled and cfg.ssl.start_fraction > 0  # its heads idle at first: DDP must allow that
+    net = (DistributedDataParallel(task, find_unused_parameters=late_ssl, broadcast_buffers=False)
+           if d.world_size > 1 else task)
 
-    decoder = VLDecoder(tok, model_cfg.vision_config.image_size, cfg.model.text_length)
-    stream = ShardStream(shards, decoder, cfg.batch_size, cfg.seed, d.rank, d.world_size,
-                         cfg.data.shuffle_buffer, state)
-    batches = Batches(stream, cfg.data.workers)
+    vision = model_cfg.vision_config
+    batches = Batches(ShardStream(shards, _decoder(cfg, tok, vision), cfg.batch_size, cfg.seed, d.rank,
+                                  d.world_size, cfg.data.shuffle_buffer, state), cfg.data.workers)
     log = MetricsLog(run, step, enabled=d.main)
     per_step = cfg.batch_size * cfg.optim.accum_steps * d.world_size
     bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and d.main), desc="train", unit="step")
     start_step, t_start = step, time.perf_counter()
     t_log, step_log = t_start, step
     autocast = torch.autocast(d.device.type, dtype=dtype, enabled=dtype is not None)
+    grid = (vision.image_size // vision.patch_size,) * 2
 
     while step < cfg.steps:
+        ssl = ssl_step(cfg.ssl, step, cfg.steps) if cfg.ssl.enabled else None
+        if ssl is not None and ssl.starts:
+            task.ssl.update_teacher(model.vision_model, 0.0)  # the teacher starts as a copy of the student
         terms_sum: dict[str, float] = {}
+        finite = True
         for micro in range(cfg.optim.accum_steps):
             batch = next(batches)
+            inputs = _inputs(batch, tok, cfg, d.device)
+            if ssl is not None:
+                rng = np.random.default_rng([cfg.seed, d.rank, step, micro])
+                inputs["masks"] = view_masks(cfg.ssl, cfg.batch_size, grid, rng).to(d.device)
             last = micro == cfg.optim.accum_steps - 1
             sync = contextlib.nullcontext() if last or d.world_size == 1 else net.no_sync()
             with sync:
                 with autocast:
-                    terms = net(batch["pixel_values"].to(d.device, non_blocking=True),
-                                batch["input_ids"].to(d.device, non_blocking=True))
-                loss = sum(terms.values())
-                scaler.scale(loss / cfg.optim.accum_steps).backward()
+                    terms = net(ssl_step=ssl, **inputs)
+                bad = _nonfinite_terms(terms, d)
+                if bad:
+                    finite = False
+                    break
+                scaler.scale(sum(terms.values()) / cfg.optim.accum_steps).backward()
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0.0) + v.item() / cfg.optim.accum_steps
+        if not finite:
+            opt.zero_grad(set_to_none=True)
+            nonfinite += 1
+            if d.main:
+                tqdm.write(f"step {step + 1}: {', '.join(bad)} not finite; update skipped "
+                           f"({nonfinite}/{cfg.max_nonfinite_steps} allowed)")
+            if nonfinite > cfg.max_nonfinite_steps:
+                raise MTVError(f"{', '.join(bad)} was NaN/inf in {nonfinite} steps (> max_nonfinite_steps="
+                               f"{cfg.max_nonfinite_steps}); the last good checkpoint is {checkpoint.latest(run)}; "
+                               "lower optim.lr or use precision=fp32")
+            continue
         scaler.unscale_(opt)
         params = [p for p in task.parameters() if p.grad is not None]
         grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip
@@ -117,30 +131,32 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
         scaler.update()
         opt.zero_grad(set_to_none=True)
         sched.step()
-        task.clamp_()
+        task.after_step(ssl)
         step += 1
         bar.update(1)
         _check_skips(batches.state, cfg)
 
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
+            counts = _total_counts(batches.state.counts, d)
             record = {"step": step, "loss": mean_over_ranks(sum(terms_sum.values()), d),
-                      **{k: mean_over_ranks(v, d) for k, v in terms_sum.items()},
+                      **{k: mean_over_ranks(v, d) for k, v in sorted(terms_sum.items())},
                       "lr": sched.get_last_lr()[0], "images_per_s": per_step * (step - step_log) / (now - t_log),
-                      "grad_norm": float(grad_norm), "logit_scale": task.model.logit_scale.exp().item(),
-                      "logit_bias": task.model.logit_bias.item(),
-                      "samples_seen": int(sum(gather_objects(batches.state.counts.get("seen", 0), d))),
-                      "samples_skipped": int(sum(gather_objects(batches.state.counts.get("skipped", 0), d)))}
+                      "grad_norm": float(grad_norm), "logit_scale": model.logit_scale.exp().item(),
+                      "logit_bias": model.logit_bias.item(), "samples_seen": counts.get("seen", 0),
+                      "samples_skipped": counts.get("skipped", 0), "nonfinite_steps": nonfinite,
+                      **{f"labels_missing_{k[8:]}": v for k, v in counts.items() if k.startswith("missing/")}}
+            if ssl is not None:
+                record.update(teacher_temp=ssl.teacher_temp, teacher_momentum=ssl.momentum)
             log.log(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
             t_log, step_log = now, step
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            _save(cfg, run, step, task, opt, sched, scaler, batches.state, model_cfg, d)
+            _save(cfg, run, step, task, opt, sched, scaler, batches.state, model_cfg, nonfinite, d)
     bar.close()
     log.close()
     seconds = time.perf_counter() - t_start
-    counts = gather_objects(dict(batches.state.counts), d)
-    summary = _summary(cfg, run, step - start_step, seconds, per_step, counts)
+    summary = _summary(run, step - start_step, seconds, per_step, _total_counts(batches.state.counts, d))
     if d.main and progress:
         _print_summary(summary)
     return summary
@@ -237,7 +253,45 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _save(cfg, run, step, task, opt, sched, scaler, data_state, model_cfg, d: Dist) -> None:
+def _decoder(cfg: TrainConfig, tok, vision) -> ViewDecoder:
+    g = cfg.grounding
+    return ViewDecoder(tok, vision.image_size, cfg.model.text_length, flip=cfg.data.flip,
+                       multicrop=cfg.ssl.multicrop(vision.image_size, vision.patch_size) if cfg.ssl.enabled else None,
+                       max_boxes=g.max_boxes if g.enabled else 0, min_score=g.min_score,
+                       depth=cfg.depth.enabled, depth_resize=cfg.depth.resize)
+
+
+def _inputs(batch: dict, tok, cfg: TrainConfig, device: torch.device) -> dict:
+    """Tensors to the device; box phrases deduplicated across the batch and tokenised once, so the text tower
+    embeds each distinct phrase once per step."""
+    phrases = batch.pop("phrases", None)
+    out = {"batch": {k: v.to(device, non_blocking=True) for k, v in batch.items()}}
+    if phrases is not None:
+        distinct = sorted({p for row in phrases for p in row if p})
+        if distinct:
+            where = {p: i for i, p in enumerate(distinct)}
+            out["phrase_index"] = torch.tensor([[where.get(p, 0) for p in row] for row in phrases], device=device)
+            out["phrase_ids"] = torch.stack([tokenize(tok, p, cfg.model.text_length) for p in distinct]).to(device)
+    return out
+
+
+def _nonfinite_terms(terms: dict[str, torch.Tensor], d: Dist) -> list[str]:
+    """Names of NaN/inf terms on any rank (all ranks must agree to skip, or DDP would hang)."""
+    flags = torch.tensor([0.0 if torch.isfinite(v).all() else 1.0 for v in terms.values()], device=d.device)
+    if d.world_size > 1:
+        torch.distributed.all_reduce(flags)
+    return [k for k, f in zip(terms, flags.tolist()) if f]
+
+
+def _total_counts(counts, d: Dist) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in gather_objects(dict(counts), d):
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _save(cfg, run, step, task, opt, sched, scaler, data_state, model_cfg, nonfinite, d: Dist) -> None:
     rngs = gather_objects(_rng_state(), d)
     data = gather_objects(data_state.to_dict(), d)
     if d.main:
@@ -245,22 +299,22 @@ def _save(cfg, run, step, task, opt, sched, scaler, data_state, model_cfg, d: Di
         files = {p.name: p.read_bytes() for p in processor.iterdir() if p.is_file()}
         checkpoint.save({
             "step": step, "model": task.model.state_dict(), "optimizer": opt.state_dict(),
+            "objectives": {name: getattr(task, name).state_dict() for name in ("ssl", "grounding", "depth")
+                           if getattr(task, name) is not None},
+            "nonfinite_steps": nonfinite,
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rngs, "data": data,
             "model_config": model_cfg.to_dict(), "processor_files": files, "config": cfg.model_dump(mode="json"),
         }, run, step, cfg.keep_ckpts)
     d.barrier()
 
 
-def _summary(cfg, run: Path, steps: int, seconds: float, per_step: int, counts: list[dict]) -> dict:
-    total: dict[str, int] = {}
-    for c in counts:
-        for k, v in c.items():
-            total[k] = total.get(k, 0) + v
+def _summary(run: Path, steps: int, seconds: float, per_step: int, total: dict[str, int]) -> dict:
     return {"run_dir": str(run), "steps_this_run": steps, "seconds": seconds,
             "images_per_s": steps * per_step / seconds if seconds else 0.0,
             "samples_seen": total.get("seen", 0), "samples_skipped": total.get("skipped", 0),
             "skip_reasons": {k.split("/", 1)[1]: v for k, v in total.items() if k.startswith("skipped/")},
             "bad_shards": total.get("bad_shards", 0),
+            "labels_missing": {k[8:]: v for k, v in total.items() if k.startswith("missing/")},
             "checkpoint": str(checkpoint.latest(run)), "metrics": str(run / "metrics.jsonl")}
 
 

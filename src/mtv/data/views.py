@@ -1,0 +1,96 @@
+"""What every objective reads from one sample: the clean view, its caption and labels, and the SSL crops.
+
+The clean view is the whole image at training resolution, flipped only together with its boxes, depth and
+the words "left"/"right" (METHOD.md, "One step"). A label an enabled objective needs but the sample lacks is
+counted (``_missing``) and marked invalid, so that sample contributes nothing to that objective only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mtv.data.decode import decode_caption, decode_depth, decode_image, decode_json
+from mtv.data.geometry import hflip, normalize_boxes, resize_depth
+from mtv.data.multicrop import MultiCrop
+from mtv.data.transforms import image_to_tensor, tokenize
+from mtv.errors import SkipSample
+from mtv.losses.grounding import name_id
+
+
+def sample_boxes(meta: dict, min_score: float, max_boxes: int) -> tuple[np.ndarray, list[str]]:
+    """Pseudo-boxes (``mtv label``) above ``min_score``, best first; MTV World's own boxes when unlabelled."""
+    if "pseudo_boxes" in meta:
+        found = [(b.get("score", 1.0), b["box"], b["phrase"]) for b in meta["pseudo_boxes"]]
+    else:
+        found = [(1.0, o["box"], o["phrase"]) for o in meta.get("objects", []) if o.get("box")]
+    found = [f for f in found if f[0] >= min_score and f[1][2] > f[1][0] and f[1][3] > f[1][1]]
+    found = sorted(found, key=lambda f: -f[0])[:max_boxes]
+    return np.array([f[1] for f in found], np.float32).reshape(-1, 4), [f[2] for f in found]
+
+
+def sample_inverse_depth(raw: dict, meta: dict) -> np.ndarray | None:
+    """Relative inverse depth (what Depth Anything predicts); metric depth (MTV World) is inverted."""
+    info = meta.get("depth")
+    if not info or "depth.png" not in raw:
+        return None
+    depth = decode_depth(raw, info, "depth.png")
+    if info.get("type") == "metric":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            depth = np.where(depth > 0, 1.0 / depth, np.nan).astype(np.float32)
+    return depth
+
+
+class ViewDecoder:
+    """Raw sample → the tensors of one training example, in DataLoader workers (picklable).
+
+    ``multicrop`` is None when SSL is off; ``max_boxes`` 0 when grounding is off; ``depth`` False when depth is."""
+
+    def __init__(self, tokenizer, image_size: int, text_length: int, flip: float = 0.5,
+                 multicrop: MultiCrop | None = None, max_boxes: int = 0, min_score: float = 0.0,
+                 depth: bool = False, depth_resize: str = "bilinear"):
+        self.tokenizer, self.size, self.text_length, self.flip = tokenizer, image_size, text_length, flip
+        self.multicrop, self.max_boxes, self.min_score = multicrop, max_boxes, min_score
+        self.depth, self.depth_resize = depth, depth_resize
+
+    def __call__(self, raw: dict, rng: np.random.Generator) -> dict:
+        caption = decode_caption(raw)
+        image = decode_image(raw)
+        meta = decode_json(raw) if (self.max_boxes or self.depth) else {}
+        boxes, phrases = sample_boxes(meta, self.min_score, self.max_boxes) if self.max_boxes else (None, [])
+        depth = sample_inverse_depth(raw, meta) if self.depth else None
+        if depth is not None and depth.shape != (image.height, image.width):
+            raise SkipSample("depth_size_mismatch")
+        if rng.random() < self.flip:
+            image, boxes, depth, texts = hflip(image, boxes if boxes is not None else np.zeros((0, 4)), depth,
+                                               [caption, *phrases])
+            caption, phrases = texts[0], texts[1:]
+        out = {"pixel_values": image_to_tensor(image, self.size),
+               "input_ids": tokenize(self.tokenizer, caption, self.text_length)}
+        missing = []
+        if self.multicrop is not None:
+            out["global2"], out["locals"] = self.multicrop(image, rng)
+        if self.max_boxes:
+            out.update(self._boxes(boxes, phrases, image.size))
+            if not phrases:
+                missing.append("boxes")
+        if self.depth:
+            valid = depth is not None and np.isfinite(depth).any()
+            target = resize_depth(depth, (self.size, self.size), self.depth_resize) if valid else None
+            out["depth"] = torch.from_numpy(target)[None] if valid else torch.full((1, self.size, self.size), np.nan)
+            out["depth_valid"] = torch.tensor(valid)
+            if not valid:
+                missing.append("depth")
+        out["_missing"] = missing
+        return out
+
+    def _boxes(self, boxes: np.ndarray, phrases: list[str], size: tuple[int, int]) -> dict:
+        m = self.max_boxes
+        norm = normalize_boxes(boxes, size)
+        padded = np.zeros((m, 4), np.float32)
+        padded[: len(norm)] = norm
+        ids = torch.zeros(m, dtype=torch.long)
+        ids[: len(phrases)] = torch.tensor([name_id(p) for p in phrases], dtype=torch.long)
+        valid = torch.arange(m) < len(phrases)
+        return {"boxes": torch.from_numpy(padded), "box_valid": valid, "entity_ids": ids,
+                "phrases": phrases + [""] * (m - len(phrases))}

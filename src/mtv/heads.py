@@ -1,0 +1,58 @@
+"""The grounding and depth heads an export carries beside its `SiglipModel` (``heads.safetensors`` +
+``heads.json``), so that `mtv predict` and the evaluation suite can use them; plain SigLIP loaders ignore both."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import SiglipModel
+
+from mtv.errors import MTVError
+from mtv.objectives.depth import Depth, DepthConfig
+from mtv.objectives.grounding import Grounding, GroundingConfig
+
+WEIGHTS, CONFIG = "heads.safetensors", "heads.json"
+
+
+def save_heads(out: str | os.PathLike, heads: dict[str, nn.Module]) -> None:
+    if not heads:
+        return
+    out = Path(out)
+    tensors = {f"{name}.{k}": v.detach().contiguous() for name, m in heads.items() for k, v in m.state_dict().items()}
+    save_file(tensors, out / WEIGHTS)
+    (out / CONFIG).write_text(json.dumps({name: m.cfg.model_dump(mode="json") for name, m in heads.items()}, indent=2))
+
+
+def load_heads(model_dir: str | os.PathLike, model: SiglipModel) -> dict[str, nn.Module]:
+    """The exported heads (possibly none) rebuilt around ``model``'s sizes, in eval mode."""
+    folder = Path(model_dir)
+    if not (folder / CONFIG).exists():
+        return {}
+    configs = json.loads((folder / CONFIG).read_text())
+    tensors = load_file(folder / WEIGHTS)
+    vision, dim = model.config.vision_config, model.config.vision_config.hidden_size
+    text_dim = model.config.text_config.projection_size or model.config.text_config.hidden_size
+    heads: dict[str, nn.Module] = {}
+    if "grounding" in configs:
+        heads["grounding"] = Grounding(GroundingConfig(**configs["grounding"]), dim, text_dim)
+    if "depth" in configs:
+        heads["depth"] = Depth(DepthConfig(**configs["depth"]), dim, vision.num_hidden_layers)
+    for name, head in heads.items():
+        own = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        try:
+            head.load_state_dict(own)
+        except RuntimeError as e:
+            raise MTVError(f"{folder / WEIGHTS}: the {name} head does not fit this model "
+                           f"({str(e).splitlines()[0]}); re-export the checkpoint") from None
+        head.eval()
+    return heads
+
+
+def require(heads: dict[str, nn.Module], name: str, model_dir) -> nn.Module:
+    if name not in heads:
+        raise MTVError(f"{model_dir}: has no {name} head (a plain SigLIP, or trained with {name}.enabled: false)")
+    return heads[name]
