@@ -47,5 +47,5 @@ def test_missing_and_malformed_files(tmp_path):
 def test_describe_lists_every_leaf():
     text = describe()
     for key in ("data.train = (required)", "optim.lr = 0.001", "model.init_logit_scale = 10.0",
-                "model.init_logit_bias = -10.0", "loss.vl_distributed = 'ring'"):
+                "model.init_logit_bias = -10.0", "vl.distributed = 'ring'", "ssl.n_local = 6", "grounding.max_boxes = 10", "depth.grad_weight = 0.5"):
         assert key in text

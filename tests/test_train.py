@@ -78,7 +78,7 @@ def cli(*args, **kw):
 @pytest.mark.slow
 def test_killed_run_resumes_with_identical_losses(tmp_path, data):
     """SIGKILL a run after its first checkpoint; the resumed run's losses equal an uninterrupted run's."""
-    tree = train_tree(tmp_path / "killed", data, steps=160, ckpt_every=4, keep_ckpts=50, data__workers=2)
+    tree = train_tree(tmp_path / "killed", data, steps=80, ckpt_every=4, keep_ckpts=50, data__workers=2)
     (tmp_path / "k.yaml").write_text(yaml.safe_dump(tree))
     proc = subprocess.Popen([sys.executable, "-m", "mtv.cli", "train", "--config", str(tmp_path / "k.yaml")],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -88,15 +88,15 @@ def test_killed_run_resumes_with_identical_losses(tmp_path, data):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     ckpts = sorted((tmp_path / "killed" / "checkpoints").glob("step_*.pt"))
-    assert ckpts and ckpts[-1].name != "step_00000160.pt", "the run finished before it could be killed"
+    assert ckpts and ckpts[-1].name != "step_00000080.pt", "the run finished before it could be killed"
     done = cli("train", "--config", str(tmp_path / "k.yaml"), "--resume")
     assert done.returncode == 0, done.stderr
 
-    tree = train_tree(tmp_path / "whole", data, steps=160, ckpt_every=40, data__workers=2)
+    tree = train_tree(tmp_path / "whole", data, steps=80, ckpt_every=40, data__workers=2)
     (tmp_path / "w.yaml").write_text(yaml.safe_dump(tree))
     assert cli("train", "--config", str(tmp_path / "w.yaml")).returncode == 0
     resumed, whole = read_metrics(tmp_path / "killed"), read_metrics(tmp_path / "whole")
-    assert [r["step"] for r in resumed] == list(range(1, 161))
+    assert [r["step"] for r in resumed] == list(range(1, 81))
     assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in whole], rel=1e-6, abs=1e-7)
     assert [r["samples_seen"] for r in resumed] == [r["samples_seen"] for r in whole]
 

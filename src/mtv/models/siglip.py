@@ -67,7 +67,7 @@ def load_siglip(path: str | os.PathLike) -> SiglipModel:
     except (OSError, ValueError, AttributeError):
         kind = None
     if kind != "siglip":
-        raise MTVError(f"{cfg}: model_type is {kind!r}, not 'siglip'; give a SiglipModel directory")
+        raise MTVError(f"{cfg}: not a SiglipModel config (model_type {kind!r}); give a SigLIP model directory")
     try:
         return SiglipModel.from_pretrained(path)
     except Exception as e:  # HF raises many types for a broken checkpoint; the user needs one line, not a trace
