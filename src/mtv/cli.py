@@ -7,6 +7,7 @@ import os
 import sys
 
 from mtv.errors import MTVError
+from mtv.experts.command import add_parser as add_label_parser
 
 
 def _world(a: argparse.Namespace) -> None:
@@ -68,6 +69,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--shard-size", type=int, default=256, help="samples per shard")
     w.add_argument("--preview", help="write a PNG grid of the first scenes here")
     w.set_defaults(fn=_world)
+
+    add_label_parser(sub)
 
     t = sub.add_parser("train", help="train from a YAML config (under torchrun for several processes)")
     t.add_argument("--config")

@@ -1,0 +1,1 @@
+"""Small tensor operations shared across stages (box geometry)."""
