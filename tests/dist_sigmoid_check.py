@@ -8,7 +8,8 @@ slice, and backprops its per-rank loss. Compared with the single-process run on 
 - feature gradients: each rank's gradient for its own image and text rows, divided by the world size
   (the single-process loss is the mean of the per-rank ones), so received texts must have sent their
   gradients back to the owning rank.
-Everything is float64 so equality is tight. Usage: dist_sigmoid_check.py [mode ...] [--chunk-size N]."""
+Each mode runs unchunked and chunked. Everything is float64 so equality is tight.
+Usage: torchrun --nproc_per_node W dist_sigmoid_check.py [mode ...]"""
 
 from __future__ import annotations
 
@@ -61,26 +62,27 @@ def check(mode: str, chunk_size: int | None, rank: int, world: int) -> None:
     full, gx, gy = model(images, texts, sigmoid_loss)
     full.backward()
 
-    assert_close(mean_loss, full.detach(), msg=lambda m: f"[{mode}] loss differs: {m}")
+    where = f"[{mode}, chunk {chunk_size}, rank {rank}/{world}]"
+    assert_close(mean_loss, full.detach(), msg=lambda m: f"{where} loss differs: {m}")
     for name, p in model.named_parameters():
-        assert_close(grads[name], p.grad, msg=lambda m: f"[{mode}] grad of {name} differs: {m}")
-    assert_close(x.grad / world, gx.grad[rows], msg=lambda m: f"[{mode}] image feature grad differs: {m}")
-    assert_close(y.grad / world, gy.grad[rows], msg=lambda m: f"[{mode}] text feature grad differs: {m}")
+        assert_close(grads[name], p.grad, msg=lambda m: f"{where} grad of {name} differs: {m}")
+    assert_close(x.grad / world, gx.grad[rows], msg=lambda m: f"{where} image feature grad differs: {m}")
+    assert_close(y.grad / world, gy.grad[rows], msg=lambda m: f"{where} text feature grad differs: {m}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("modes", nargs="*", default=["ring", "gather"])
-    parser.add_argument("--chunk-size", type=int, default=None)
     args = parser.parse_args()
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
         for mode in args.modes:
-            check(mode, args.chunk_size, rank, world)
-            if rank == 0:
-                print(f"OK {mode}: world {world}, chunk {args.chunk_size}: mean per-rank loss and "
-                      "DDP-averaged gradients equal the single-process loss on the global batch", flush=True)
+            for chunk_size in (None, 3):
+                check(mode, chunk_size, rank, world)
+                if rank == 0:
+                    print(f"OK {mode}: world {world}, chunk {chunk_size}: mean per-rank loss and DDP-averaged "
+                          "gradients equal the single-process loss on the global batch", flush=True)
     finally:
         dist.destroy_process_group()
 

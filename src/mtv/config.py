@@ -60,6 +60,13 @@ class VLConfig(_Section):
     distributed: Literal["ring", "gather"] = Field("ring", description="how text features cross ranks")
 
 
+class EvalConfig(_Section):
+    data: str | None = Field(None, description="held-out shards `mtv ablate` evaluates every rung on")
+    probe_train: str | None = Field(None, description="shards the dense probes are fitted on (default: data.train)")
+    suite: str = Field("world", description="`mtv eval --suite` value: world, real, or a list of probes")
+    max_samples: int | None = Field(None, ge=1, description="cap on evaluated samples")
+
+
 class TrainConfig(_Section):
     run_dir: str
     data: DataConfig
@@ -69,6 +76,7 @@ class TrainConfig(_Section):
     ssl: SSLConfig = SSLConfig()
     grounding: GroundingConfig = GroundingConfig()
     depth: DepthConfig = DepthConfig()
+    eval: EvalConfig = EvalConfig()
     seed: int = 0
     steps: int = Field(gt=0)
     batch_size: int = Field(gt=0, description="per rank and per micro-step")

@@ -10,9 +10,35 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 MODES = ("ring", "gather")
+
+
+class _ChunkedSoftplusSum(torch.autograd.Function):
+    """Σ_ij softplus(t·x_i·y_j + b), row chunk by row chunk. Backward recomputes each chunk's logits rather
+    than saving them, so peak memory is chunk_size x M instead of B x M in both passes. Hand-written rather
+    than `torch.utils.checkpoint`, whose non-reentrant form pulls in torch._dynamo and, under a gloo process
+    group, made about half the processes abort at exit on torch 2.13 CPU."""
+
+    @staticmethod
+    def forward(ctx, image, text, scale, bias, chunk_size: int):
+        ctx.save_for_backward(image, text, scale, bias)
+        ctx.chunk_size = chunk_size
+        return sum(F.softplus(scale * rows @ text.T + bias).sum() for rows in image.split(chunk_size))
+
+    @staticmethod
+    def backward(ctx, grad):
+        image, text, scale, bias = ctx.saved_tensors
+        grad_image, grad_text = [], torch.zeros_like(text)
+        grad_scale, grad_bias = torch.zeros_like(scale), torch.zeros_like(bias)
+        for rows in image.split(ctx.chunk_size):
+            cosine = rows @ text.T
+            p = torch.sigmoid(scale * cosine + bias)  # d softplus(l) / dl
+            grad_image.append(scale * p @ text)
+            grad_text += scale * p.T @ rows
+            grad_scale += (p * cosine).sum()
+            grad_bias += p.sum()
+        return grad * torch.cat(grad_image), grad * grad_text, grad * grad_scale, grad * grad_bias, None
 
 
 def _pair_loss_sum(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
@@ -20,21 +46,15 @@ def _pair_loss_sum(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,
     """Σ_ij −log σ(z_ij · logit_ij), the diagonal positive unless ``negative_only``.
 
     Unchunked it is one logsigmoid over the B x M logits. Chunked it uses −log σ(−l) = softplus(l) and
-    −log σ(l) = softplus(l) − l: Σ softplus over all pairs minus the positive logits, which needs no label
-    matrix and splits over rows. Each row chunk is checkpointed, so backward recomputes its logits instead of
-    keeping all of them alive: peak memory is chunk_size x M rather than B x M."""
+    −log σ(l) = softplus(l) − l: softplus summed over all pairs minus the positive logits, which needs no
+    label matrix and splits over rows."""
     if chunk_size is None or chunk_size >= image.shape[0]:
         logits = scale * image @ text.T + bias
         z = -torch.ones_like(logits)
         if not negative_only:
             z.diagonal().fill_(1.0)
         return -F.logsigmoid(z * logits).sum()
-
-    def softplus_sum(rows: torch.Tensor, columns: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor):
-        return F.softplus(scale * rows @ columns.T + bias).sum()
-
-    total = sum(checkpoint(softplus_sum, rows, text, scale, bias, use_reentrant=False)
-                for rows in image.split(chunk_size))
+    total = _ChunkedSoftplusSum.apply(image, text, scale, bias, chunk_size)
     if not negative_only:
         total = total - (scale * (image * text).sum(-1) + bias).sum()
     return total
@@ -48,8 +68,8 @@ def sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor, logi
     ``image_features`` (B, D) and ``text_features`` (M, D) are L2-normalised; ``logit_scale`` is t = exp(t′),
     already exponentiated. With ``negative_only`` every pair is a negative: a block of texts from another rank.
     The divisor is the number of image rows B whatever M is, so block losses over the same images add up to the
-    loss over all their columns. Computed in at least fp32, because logits of magnitude ~t + |b| ≈ 20 lose the
-    small negative terms in half precision. ``chunk_size`` bounds memory at large batch (same value)."""
+    loss over all their columns. Computed in at least fp32: it sums B x M terms spanning many orders of
+    magnitude, which half precision rounds away. ``chunk_size`` bounds memory at large batch (same value)."""
     if not negative_only and image_features.shape[0] != text_features.shape[0]:
         raise ValueError(f"positives need as many texts as images, got {text_features.shape[0]} texts for "
                          f"{image_features.shape[0]} images")
@@ -84,8 +104,8 @@ class _RingShift(torch.autograd.Function):
 
 class _AllGather(torch.autograd.Function):
     """All ranks' tensors concatenated in rank order. Backward sums the gradient over ranks and keeps the own
-    rows; an all-reduce rather than a reduce-scatter, because gloo has none (and
-    ``torch.distributed.nn.functional.all_gather``, which works around that, is deprecated)."""
+    rows, with an all-reduce because every backend has one; the (W·B, D) text gradient is small.
+    (``torch.distributed.nn.functional.all_gather`` does the same job but is deprecated in torch 2.13.)"""
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
@@ -116,10 +136,9 @@ def distributed_sigmoid_loss(image_features: torch.Tensor, text_features: torch.
     Without an initialised process group, or with one rank, this is `sigmoid_loss`."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return sigmoid_loss(image_features, text_features, logit_scale, logit_bias, chunk_size=chunk_size)
-
     loss = sigmoid_loss(image_features, text_features, logit_scale, logit_bias, chunk_size=chunk_size)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return loss
     rank, world = dist.get_rank(), dist.get_world_size()
     if mode == "gather":
         texts = _AllGather.apply(text_features)
