@@ -1,0 +1,115 @@
+"""The multi-task step end to end: switches, missing labels, non-finite terms, the clean view, predict."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fixtures import train_tree, write_toy_shards
+from mtv.config import build_config
+from mtv.data.decode import decode_depth, decode_image, decode_json
+from mtv.data.shards import list_shards, read_samples
+from mtv.data.views import ViewDecoder, sample_boxes
+from mtv.errors import MTVError
+from mtv.export import export
+from mtv.models.siglip import build_model, preset_config
+from mtv.models.tokenizer import train_tokenizer
+from mtv.objectives.multitask import MultiTask
+from mtv.train import checkpoint, train
+from mtv.train.logger import read_metrics
+from mtv.world import generate_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    generate_world(out, 48, seed=3, size=32, shard_size=12, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return train_tokenizer(["a small red cube left of a blue ball"] * 4, str(tmp_path_factory.mktemp("tok")), 100, 16)
+
+
+def test_switched_off_objectives_build_and_compute_nothing():
+    off = {"enabled": False}
+    cfg = build_config(train_tree("r", "d", ssl=off, grounding=off, depth=off))
+    model = build_model(preset_config("micro", 100, 16, 0, 1))
+    task = MultiTask(model, cfg)
+    assert task.ssl is None and task.grounding is None and task.depth is None
+    terms = task(batch={"pixel_values": torch.randn(4, 3, 32, 32), "input_ids": torch.randint(0, 100, (4, 16))})
+    assert list(terms) == ["loss_vl"]
+
+    depth_only = build_config(train_tree("r", "d", vl=off, ssl=off, grounding=off))
+    task = MultiTask(build_model(preset_config("micro", 100, 16, 0, 1)), depth_only)
+    assert not any(p.requires_grad for p in task.model.text_model.parameters())
+
+
+def test_world_sample_views_flip_everything_together(world, tokenizer):
+    raw = next(iter(read_samples(list_shards(world))))
+    meta = decode_json(raw)
+    plain = ViewDecoder(tokenizer, 32, 16, flip=0.0, max_boxes=10, depth=True)(raw, np.random.default_rng(0))
+    flipped = ViewDecoder(tokenizer, 32, 16, flip=1.0, max_boxes=10, depth=True)(raw, np.random.default_rng(0))
+    torch.testing.assert_close(flipped["pixel_values"], plain["pixel_values"].flip(-1))
+    torch.testing.assert_close(flipped["depth"], plain["depth"].flip(-1), equal_nan=True)
+    v = plain["box_valid"]
+    expected = plain["boxes"][v][:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor([1, 0, 1, 0])
+    torch.testing.assert_close(flipped["boxes"][v], expected)
+    # metric depth becomes inverse depth; the sky is invalid
+    metric = decode_depth(raw, meta["depth"], "depth.png")
+    assert np.isnan(metric).any() == bool(torch.isnan(plain["depth"]).any())
+    boxes, phrases = sample_boxes(meta, 0.0, 10)
+    assert len(phrases) == int(v.sum()) and (boxes[:, 2] > boxes[:, 0]).all()
+    assert plain["_missing"] == []
+
+
+def test_missing_labels_are_counted_per_objective(tmp_path):
+    write_toy_shards(tmp_path / "toy", n_shards=2, per_shard=16)  # image-text only: no boxes, no depth
+    summary = train(build_config(train_tree(tmp_path / "run", tmp_path / "toy", steps=2, optim={"warmup_steps": 1})), progress=False)
+    assert summary["labels_missing"] == {"boxes": 16, "depth": 16}
+    last = read_metrics(tmp_path / "run")[-1]
+    assert last["labels_missing_boxes"] == 16 and {"loss_grounding", "loss_box", "loss_depth"} <= last.keys()
+    assert last["loss_depth"] == 0 and np.isfinite(last["loss"])
+
+
+def test_a_nonfinite_term_skips_the_update_then_stops_the_run(tmp_path, world, monkeypatch):
+    tree = train_tree(tmp_path / "run", world, steps=8, ckpt_every=2, max_nonfinite_steps=1)
+    real = MultiTask.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        terms = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > 3:
+            terms["loss_depth"] = terms["loss_depth"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(MultiTask, "forward", poisoned)
+    with pytest.raises(MTVError, match=r"loss_depth was NaN/inf in 2 steps .*step_00000002\.pt"):
+        train(build_config(tree), progress=False)
+    state = checkpoint.load(checkpoint.latest(tmp_path / "run"))
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_world_run_exports_heads_that_predict_any_photo(tmp_path, world):
+    train(build_config(train_tree(tmp_path / "run", world, steps=3, optim={"warmup_steps": 1})), progress=False)
+    out = export(tmp_path / "run", tmp_path / "export")
+    assert (out / "heads.safetensors").exists() and set(json.loads((out / "heads.json").read_text())) == {
+        "grounding", "depth"}
+    from skimage import data
+
+    from mtv.predict import predict
+
+    Image.fromarray(data.astronaut()[:300, :200]).save(tmp_path / "photo.png")
+    result = predict(out, tmp_path / "photo.png", ["a red cube", "the sphere"], tmp_path / "pred")
+    depth = np.asarray(Image.open(tmp_path / "pred" / "depth.png"))
+    assert depth.shape == (300, 200) and depth.dtype == np.uint16 and depth.min() >= 1
+    assert [b["phrase"] for b in result["boxes"]] == ["a red cube", "the sphere"]
+    for b in result["boxes"]:
+        x0, y0, x1, y1 = b["box"]
+        assert 0 <= x0 <= x1 <= 200 and 0 <= y0 <= y1 <= 300
+    assert (tmp_path / "pred" / "boxes.png").exists() and (tmp_path / "pred" / "depth_color.png").exists()
