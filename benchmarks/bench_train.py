@@ -56,7 +56,7 @@ def synthetic_batch(cfg, vision, b: int, gen: torch.Generator) -> dict:
 
 
 def step_fn(size: str, objectives: str, precision: str):
-    tree = {"run_dir": "unused", "data": {"train": "unused"}, "steps": 100, "batch_size": BATCH[size],
+    tree = {"run_dir": "unused", "data": {"train": "unused"}, "steps": 1000, "batch_size": BATCH[size],
             "model": {"preset": size, "text_length": TEXT}, **(OFF if objectives == "vl" else {})}
     cfg = build_config(tree)
     model = build_model(preset_config(size, vocab_size=VOCAB, text_length=TEXT, pad_id=0, eos_id=1))

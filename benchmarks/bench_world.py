@@ -11,22 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 
-import numpy
-
+from common import machine
 from mtv.world import generate_world
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"machine: {cpu}, {os.cpu_count()} logical cores, {platform.platform()}\n"
-            f"versions: python {platform.python_version()}, numpy {numpy.__version__}")
 
 
 def main() -> None:
