@@ -9,7 +9,7 @@ from PIL import Image
 
 from fixtures import train_tree, write_toy_shards
 from mtv.config import build_config
-from mtv.data.decode import decode_depth, decode_image, decode_json
+from mtv.data.decode import decode_depth, decode_json
 from mtv.data.shards import list_shards, read_samples
 from mtv.data.views import ViewDecoder, sample_boxes
 from mtv.errors import MTVError

@@ -1,6 +1,5 @@
 """Real (micro) training runs: outputs, schedule, skip accounting, kill-and-resume, two processes."""
 
-import json
 import os
 import signal
 import subprocess
