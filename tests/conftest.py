@@ -36,3 +36,34 @@ def eval_shards(tmp_path_factory):
     write_toy_shards(path, n_shards=2, per_shard=12, seed=1, corrupt={3: "image", 10: "caption"})
     (path / DATASET_META).write_text(json.dumps({"classes": TOY_CLASSES, "templates": EVAL_TEMPLATES}))
     return path
+
+
+@pytest.fixture(scope="session")
+def world_eval_splits(tmp_path_factory):
+    """Two tiny MTV World splits at 32 px (the micro model's size): 24 scenes to train probes, 16 held out."""
+    from mtv.world import generate_world
+
+    root = tmp_path_factory.mktemp("world_eval")
+    generate_world(root / "train", 24, seed=0, size=32, shard_size=12, progress=False)
+    generate_world(root / "val", 16, seed=1, size=32, shard_size=16, progress=False)
+    return root / "train", root / "val"
+
+
+@pytest.fixture(scope="session")
+def eval_model_with_heads(eval_model_dir, tmp_path_factory):
+    """`eval_model_dir` plus random MTV depth and grounding heads saved like an export's."""
+    import shutil
+
+    from mtv.heads import save_heads
+    from mtv.models.siglip import load_siglip
+    from mtv.objectives.depth import Depth, DepthConfig
+    from mtv.objectives.grounding import Grounding, GroundingConfig
+
+    path = tmp_path_factory.mktemp("eval_model_heads") / "model"
+    shutil.copytree(eval_model_dir, path)
+    model = load_siglip(path)
+    vision, text = model.config.vision_config, model.config.text_config
+    save_heads(path, {"depth": Depth(DepthConfig(), vision.hidden_size, vision.num_hidden_layers),
+                      "grounding": Grounding(GroundingConfig(), vision.hidden_size,
+                                             text.projection_size or text.hidden_size)})
+    return path

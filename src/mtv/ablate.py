@@ -31,8 +31,8 @@ def rung_config(config: str, out: Path, rung: str, switches: dict[str, bool], ov
 
 
 def ablate(config: str | os.PathLike, out: str | os.PathLike, overrides: list[str] | None = None) -> dict:
-    from mtv.eval import run_suite
-    from mtv.eval.radar import write_comparison
+    from mtv.eval.radar import radar, table
+    from mtv.eval.suite import run_suite
     from mtv.export import export
     from mtv.train import train
 
@@ -47,12 +47,15 @@ def ablate(config: str | os.PathLike, out: str | os.PathLike, overrides: list[st
         train(cfg, resume=checkpoint.latest(cfg.run_dir) is not None)
         model = export(cfg.run_dir, out / rung / "export")
         report = run_suite(model, cfg.eval.data, out / rung / "eval", suite=cfg.eval.suite,
-                           probe_train=cfg.eval.probe_train or cfg.data.train, max_samples=cfg.eval.max_samples)
+                           train=cfg.eval.probe_train or cfg.data.train, max_samples=cfg.eval.max_samples,
+                           seed=cfg.seed)
         results[rung] = report
     summary = {"config": str(config), "overrides": overrides or [], "steps": base.steps, "batch_size": base.batch_size,
                "rungs": {LABELS[r]: results[r]["metrics"] for r, _ in RUNGS}}
     (out / "ablation.json").write_text(json.dumps(summary, indent=2))
-    write_comparison({LABELS[r]: results[r] for r, _ in RUNGS}, out, stem="ablation",
-                     title=f"Objective ablation ({base.steps} steps x {base.batch_size})")
+    runs = list(summary["rungs"].items())
+    radar(runs, out / "ablation.png")
+    (out / "ablation.md").write_text(f"# Objective ablation: {base.steps} steps of {base.batch_size} images per rung\n\n"
+                                     f"Config `{config}`; each rung evaluated on `{base.eval.data}`.\n\n" + table(runs))
     print(f"ablation: {out / 'ablation.md'}, {out / 'ablation.png'}")
     return summary

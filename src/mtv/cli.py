@@ -7,6 +7,7 @@ import os
 import sys
 
 from mtv.errors import MTVError
+from mtv.eval.command import add_parser as add_eval_parsers
 from mtv.experts.command import add_parser as add_label_parser
 
 
@@ -34,12 +35,6 @@ def _export(a: argparse.Namespace) -> None:
     from mtv.export import export
 
     print(f"exported to {export(a.ckpt, a.out)}")
-
-
-def _eval(a: argparse.Namespace) -> None:
-    from mtv.eval import evaluate
-
-    evaluate(a.model, a.data, a.out, batch_size=a.batch_size, max_samples=a.max_samples)
 
 
 def _predict(a: argparse.Namespace) -> None:
@@ -84,13 +79,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True)
     e.set_defaults(fn=_export)
 
-    v = sub.add_parser("eval", help="zero-shot classification and retrieval of any SiglipModel directory")
-    v.add_argument("--model", required=True)
-    v.add_argument("--data", required=True, help="held-out shards")
-    v.add_argument("--out", required=True)
-    v.add_argument("--batch-size", type=int, default=64)
-    v.add_argument("--max-samples", type=int)
-    v.set_defaults(fn=_eval)
+    add_eval_parsers(sub)
 
     r = sub.add_parser("predict", help="depth map and phrase boxes of a photo, from an export's heads")
     r.add_argument("--model", required=True)

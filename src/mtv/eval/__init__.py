@@ -25,7 +25,15 @@ from mtv.eval.zeroshot import (DEFAULT_TEMPLATES, class_embeddings, class_prompt
 from mtv.models.siglip import load_siglip
 from mtv.models.tokenizer import load_processor
 
-__all__ = ["evaluate"]
+
+def __getattr__(name: str):
+    if name == "run_suite":  # the probe suite imports more (probes, loaders); load it only when asked for
+        from mtv.eval.suite import run_suite
+
+        return run_suite
+    raise AttributeError(name)
+
+__all__ = ["evaluate", "run_suite"]
 
 
 @dataclass
@@ -120,6 +128,27 @@ def _skipped(stats: ReadStats) -> dict[str, int]:
             **{k.split("/", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("skipped/")}}
 
 
+def score_embeddings(model, processor, emb: Embedded, classes: list[str], templates: list[str],
+                     batch_size: int) -> tuple[dict, dict, dict]:
+    """Zero-shot and retrieval metrics, their chance levels, and why zero-shot did not run (if it did not)."""
+    metrics, chance, not_run = {}, {}, {}
+    labelled = emb.labels >= 0
+    if not classes:
+        not_run["zeroshot"] = f"no class list ('classes' in {DATASET_META}) for this data set"
+    elif not labelled.any():
+        not_run["zeroshot"] = "no sample has a 'class' or 'class_id' in its json that names a listed class"
+    else:
+        prompt_emb = embed_texts(model, processor, class_prompts(classes, templates), batch_size)
+        class_emb = class_embeddings(prompt_emb, len(classes))
+        zs = zeroshot_accuracy(emb.image_emb[labelled], class_emb, emb.labels[labelled])
+        metrics.update({f"zeroshot_{k}": v for k, v in zs.items()})
+        chance.update({f"zeroshot_{k}": v for k, v in zeroshot_chance(len(classes)).items()})
+    sim = quickstart_logits(model, emb.image_emb, emb.text_emb)
+    metrics.update({f"retrieval_{k}": v for k, v in retrieval_recall(sim, emb.image_to_texts).items()})
+    chance.update({f"retrieval_{k}": v for k, v in retrieval_chance(emb.image_to_texts, sim.shape[1]).items()})
+    return metrics, chance, not_run
+
+
 def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, batch_size: int = 64,
              max_samples: int | None = None, progress: bool = True) -> dict:
     """Zero-shot top-1/top-5/mean per-class recall and retrieval R@1/5/10 both ways; writes report.json and
@@ -136,21 +165,8 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
 
     stats = ReadStats()
     emb = _embed_samples(model, processor, paths, classes, batch_size, max_samples, stats, progress)
-    metrics, chance, not_run = {}, {}, {}
+    metrics, chance, not_run = score_embeddings(model, processor, emb, classes, templates, batch_size)
     labelled = emb.labels >= 0
-    if not classes:
-        not_run["zeroshot"] = f"no class list ('classes' in {DATASET_META}) for this data set"
-    elif not labelled.any():
-        not_run["zeroshot"] = "no sample has a 'class' or 'class_id' in its json that names a listed class"
-    else:
-        prompt_emb = embed_texts(model, processor, class_prompts(classes, templates), batch_size)
-        class_emb = class_embeddings(prompt_emb, len(classes))
-        zs = zeroshot_accuracy(emb.image_emb[labelled], class_emb, emb.labels[labelled])
-        metrics.update({f"zeroshot_{k}": v for k, v in zs.items()})
-        chance.update({f"zeroshot_{k}": v for k, v in zeroshot_chance(len(classes)).items()})
-    sim = quickstart_logits(model, emb.image_emb, emb.text_emb)
-    metrics.update({f"retrieval_{k}": v for k, v in retrieval_recall(sim, emb.image_to_texts).items()})
-    chance.update({f"retrieval_{k}": v for k, v in retrieval_chance(emb.image_to_texts, sim.shape[1]).items()})
 
     report = {
         "model": model_dir, "data": data, "num_samples": len(emb.labels), "num_texts": len(emb.text_emb),

@@ -18,7 +18,48 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+LOWER_IS_BETTER = ("rmse", "absrel")  # every other metric is a fraction, shown as a percentage
+
+
+def format_metric(name: str, value: float) -> str:
+    return f"{value:.3f}" if name.endswith(LOWER_IS_BETTER) else f"{value:.1%}"
+
+
+def _render_suite(report: dict) -> list[str]:
+    """Probe-suite reports: the metric table, then each probe's recorded config (seeds, budgets, depth protocol)."""
+    sizes = ", ".join(f"{name} {n}" for name, n in report["num_samples"].items())
+    lines = [f"# Evaluation of `{report['model']}` — suite `{report['suite']}`", "",
+             f"Data: `{report['data']}`" + (f", probes trained on `{report['train']}`" if report.get("train") else "")
+             + f" — images: {sizes}.", "", "| metric | value | chance |", "|---|---:|---:|"]
+    chance = report.get("chance", {})
+    for name, value in report["metrics"].items():
+        base = format_metric(name, chance[name]) if name in chance else "—"
+        lines.append(f"| {name} | {format_metric(name, value)} | {base} |")
+    lines += ["", "Lower is better for rmse and absrel; every other metric is a fraction of 1 shown in %."]
+    probes = {k: v for k, v in report["config"].items() if isinstance(v, dict)}
+    if probes:
+        lines += ["", "## Probe settings", ""]
+        lines += [f"- **{name}**: " + "; ".join(f"{k} {v}" for k, v in cfg.items() if k != "per_class")
+                  for name, cfg in probes.items()]
+    return lines
+
+
 def render_markdown(report: dict) -> str:
+    if "suite" in report:
+        lines = _render_suite(report)
+    else:
+        lines = _render_basic(report)
+    for probe, why in report.get("not_run", {}).items():
+        lines += ["", f"Not run: **{probe}** — {why}."]
+    skipped = {k: v for k, v in report.get("skipped", {}).items() if k != "total"}
+    if skipped:
+        noun = "items" if "suite" in report else "samples"  # suites also skip pairs and keypoints
+        lines += ["", f"Skipped {report['skipped']['total']} {noun}: "
+                  + ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items())) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _render_basic(report: dict) -> list[str]:
     lines = [f"# Evaluation of `{report['model']}`", "",
              f"Data: `{report['data']}` — {report['num_samples']} samples, {report['num_texts']} distinct captions, "
              f"{report['num_classes']} classes.", "",
@@ -27,13 +68,7 @@ def render_markdown(report: dict) -> str:
     for name, value in report["metrics"].items():
         base = f"{chance[name]:.1%}" if name in chance else "—"
         lines.append(f"| {name} | {value:.1%} | {base} |")
-    for probe, why in report.get("not_run", {}).items():
-        lines += ["", f"Not run: **{probe}** — {why}."]
-    skipped = {k: v for k, v in report.get("skipped", {}).items() if k != "total"}
-    if skipped:
-        lines += ["", f"Skipped {report['skipped']['total']} samples: "
-                  + ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items())) + "."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_report(report: dict, out: str | os.PathLike) -> None:

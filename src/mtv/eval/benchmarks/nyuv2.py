@@ -1,0 +1,33 @@
+"""NYUv2 in the BTS / Depth Anything layout: ``nyu/official_splits/test/<scene>/rgb_XXXXX.jpg`` with
+``sync_depth_XXXXX.png`` (uint16 millimetres, 0 invalid), listed in ``nyudepthv2_test_files_with_gt.txt`` (the common
+654-image Eigen test split; lines ``rgb depth focal``); the training list reads ``sync/``. Eigen crop, 1e-3–10 m."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mtv.errors import SkipSample
+from mtv.eval.benchmarks import Split, limit, lines, need, read_map
+from mtv.eval.depth_probe import DepthProtocol
+
+LAYOUT = "NYUv2 as <root>/nyu/nyudepthv2_{test,train}_files_with_gt.txt with official_splits/test/ and sync/"
+PROTOCOL = DepthProtocol(min_depth=1e-3, max_depth=10.0, crop="eigen")
+
+
+def load_nyuv2(root: Path, split: str = "test", max_samples: int | None = None) -> Split:
+    base = need(root / "nyu", LAYOUT)
+    folder = base / ("official_splits/test" if split == "test" else "sync")
+    rows = limit(lines(base / f"nyudepthv2_{split}_files_with_gt.txt", LAYOUT, 2), max_samples)
+    images = [str(folder / r[0].lstrip("/")) for r in rows]
+    depths = [folder / r[1].lstrip("/") for r in rows]
+
+    def depth(i: int) -> np.ndarray:
+        if not depths[i].exists():
+            raise SkipSample("no_depth_file")
+        d = read_map(str(depths[i])).astype(np.float32) / 1000.0
+        d[d == 0] = np.nan
+        return d
+
+    return Split(f"nyuv2-{split}", images, depth=depth, depth_protocol=PROTOCOL)

@@ -1,0 +1,49 @@
+"""The ``eval`` and ``report`` verbs: argument blocks and handlers, registered by `mtv.cli`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _eval(a: argparse.Namespace) -> None:
+    if a.suite is None:
+        from mtv.eval import evaluate
+
+        evaluate(a.model, a.data, a.out, batch_size=a.batch_size, max_samples=a.max_samples)
+        return
+    from mtv.eval.suite import run_suite
+
+    r = run_suite(a.model, a.data, a.out, a.suite, train=a.train, batch_size=a.batch_size,
+                  max_samples=a.max_samples, cache=not a.no_cache, seed=a.seed, epochs=a.epochs)
+    print(f"eval: {len(r['metrics'])} metrics from {len(r['probes']) - len(r['not_run'])} probes"
+          + (f", not run: {', '.join(r['not_run'])}" if r["not_run"] else "")
+          + f", skipped {r['skipped']['total']} — {a.out}/report.md")
+
+
+def _report(a: argparse.Namespace) -> None:
+    from mtv.eval.radar import compare
+
+    s = compare(a.runs, a.out)
+    print(f"wrote {s['radar']} ({len(s['axes'])} axes) and {s['table']}")
+
+
+def add_parser(sub) -> None:
+    v = sub.add_parser("eval", help="zero-shot, retrieval and the probe suite on any SiglipModel directory")
+    v.add_argument("--model", required=True)
+    v.add_argument("--data", required=True,
+                   help="held-out world shards, or (with --suite real) the folder holding the real benchmarks")
+    v.add_argument("--out", required=True)
+    v.add_argument("--suite", help="world, real, or probes separated by commas: zeroshot, retrieval, seg, depth, "
+                                   "corr_geo, corr_sem, depth_head, grounding (default: zero-shot and retrieval)")
+    v.add_argument("--train", help="world shards the seg and depth probes train on (e.g. runs/demo/world/train)")
+    v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--max-samples", type=int, help="images per split at most")
+    v.add_argument("--seed", type=int, default=0, help="probe seed (recorded)")
+    v.add_argument("--epochs", type=int, help="override the probes' epoch budgets (recorded)")
+    v.add_argument("--no-cache", action="store_true", help="recompute frozen features for every probe")
+    v.set_defaults(fn=_eval)
+
+    r = sub.add_parser("report", help="overlay several eval runs: radar plot + side-by-side table")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories holding report.json")
+    r.add_argument("--out", required=True)
+    r.set_defaults(fn=_report)

@@ -1,0 +1,94 @@
+"""Metrics of the dense probes as pure functions on tensors, so each is testable against hand-computed cases.
+
+Conventions: segmentation labels use ``IGNORE`` (-1) for unlabelled pixels; depth maps use NaN (or any value
+outside the valid range) for invalid pixels; points are (x, y) in pixel-edge coordinates.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+IGNORE = -1
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C, C) counts, rows = truth, columns = prediction, over pixels whose target is not ``IGNORE``."""
+    keep = target != IGNORE
+    idx = target[keep].long() * num_classes + pred[keep].long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def segmentation_scores(conf: torch.Tensor) -> dict[str, float]:
+    """mIoU over classes present in the truth or the predictions (as mmseg: absent-and-unpredicted classes are
+    left out, not counted as 1), and pixel accuracy."""
+    conf = conf.double()
+    tp = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - tp
+    seen = union > 0
+    return {"miou": (tp[seen] / union[seen]).mean().item() if seen.any() else 0.0,
+            "pixel_acc": (tp.sum() / conf.sum()).item() if conf.sum() > 0 else 0.0}
+
+
+def valid_depth(target: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
+    """Pixels with a finite truth inside the benchmark's range; everything else is ignored, never an error."""
+    return torch.isfinite(target) & (target > min_depth) & (target < max_depth)
+
+
+def depth_errors(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> dict[str, float] | None:
+    """RMSE, AbsRel and δ1-3 of one image over ``valid`` pixels; None when it has none (the caller counts it).
+    ``pred`` must be positive where valid."""
+    p, t = pred[valid].double(), target[valid].double()
+    if t.numel() == 0:
+        return None
+    ratio = torch.maximum(p / t, t / p)
+    return {"rmse": (p - t).pow(2).mean().sqrt().item(), "absrel": ((p - t).abs() / t).mean().item(),
+            **{f"delta{k}": (ratio < 1.25 ** k).double().mean().item() for k in (1, 2, 3)}}
+
+
+def scale_shift_fit(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
+    """Least-squares ``s, t`` minimising ||s * pred + t - target||² over ``valid`` pixels."""
+    p, t = pred[valid].double(), target[valid].double()
+    a = torch.stack([p, torch.ones_like(p)], 1)
+    sol = torch.linalg.lstsq(a, t[:, None]).solution[:, 0]
+    return sol[0].item(), sol[1].item()
+
+
+def align_inverse_depth(pred_inv: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                        max_depth: float) -> torch.Tensor:
+    """Metric depth from a relative inverse depth (MiDaS protocol): fit scale and shift to the truth's inverse
+    on valid pixels, then invert; the aligned inverse is floored at 1 / ``max_depth`` so depth stays finite."""
+    s, t = scale_shift_fit(pred_inv, 1.0 / target.clamp_min(1e-8), valid)
+    return 1.0 / (s * pred_inv + t).clamp_min(1.0 / max_depth)
+
+
+def mean_of(per_image: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per-image averaging, the convention of the NYUv2/KITTI literature."""
+    return {k: sum(d[k] for d in per_image) / len(per_image) for k in per_image[0]} if per_image else {}
+
+
+def recall_at(errors: torch.Tensor, thresholds: Sequence[float]) -> dict[float, float]:
+    """Fraction of matches whose error is below each threshold; NaN errors (no prediction) count as misses."""
+    e = errors.double()
+    return {t: ((e < t).double().mean().item() if e.numel() else 0.0) for t in thresholds}
+
+
+def pck(pred: torch.Tensor, target: torch.Tensor, bbox_size: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+    """Per-keypoint hit: error below ``alpha`` × the target object's box size (max of width and height).
+    pred, target: (K, 2); bbox_size: () or (K,)."""
+    return (pred - target).norm(dim=-1) <= alpha * bbox_size
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise IoU of xyxy boxes (N, 4) and (N, 4); degenerate boxes have IoU 0."""
+    lt, rb = torch.maximum(a[:, :2], b[:, :2]), torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp_min(0).prod(1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).clamp_min(0).prod(1)  # noqa: E731
+    union = area(a) + area(b) - inter
+    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+
+
+def box_accuracy(pred: torch.Tensor, target: torch.Tensor, iou: float = 0.5) -> float:
+    """Fraction of phrases whose predicted box overlaps the truth with IoU >= ``iou`` (acc@0.5)."""
+    return (box_iou(pred, target) >= iou).double().mean().item() if len(pred) else 0.0

@@ -1,0 +1,69 @@
+"""Linear semantic-segmentation probe: one linear layer on frozen patch tokens, logits upsampled bilinearly to
+the label map (EVALUATION.md), trained with cross-entropy that ignores unlabelled pixels."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtv.eval.metrics import IGNORE, confusion, segmentation_scores
+
+
+@dataclass(frozen=True)
+class ProbeBudget:
+    """Everything that fixes a probe's training, recorded in the report so a number can be reproduced."""
+
+    seed: int = 0
+    epochs: int = 20
+    lr: float = 5e-3
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _logits(probe: nn.Linear, tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    x = probe(tokens.float())  # (B, T, C)
+    x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def train_linear_seg(tokens: torch.Tensor, grid: tuple[int, int], labels: torch.Tensor, num_classes: int,
+                     budget: ProbeBudget) -> nn.Linear:
+    """``tokens`` (N, T, D) frozen features, ``labels`` (N, H, W) long with ``IGNORE``; every label map is at the
+    same training size, the caller resizes them (nearest) beforehand."""
+    gen = torch.Generator().manual_seed(budget.seed)
+    torch.manual_seed(budget.seed)
+    probe = nn.Linear(tokens.shape[-1], num_classes)
+    opt = torch.optim.AdamW(probe.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
+    size = tuple(labels.shape[-2:])
+    for _ in range(budget.epochs):
+        for idx in torch.randperm(len(tokens), generator=gen).split(budget.batch_size):
+            target = labels[idx]
+            if (target == IGNORE).all():
+                continue
+            loss = F.cross_entropy(_logits(probe, tokens[idx], grid, size), target, ignore_index=IGNORE)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return probe.eval()
+
+
+@torch.no_grad()
+def predict_seg(probe: nn.Linear, tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) class indices at ``size``, for (B, T, D) tokens."""
+    return _logits(probe, tokens, grid, size).argmax(1)
+
+
+def evaluate_seg(probe: nn.Linear, tokens: torch.Tensor, grid: tuple[int, int], labels: Sequence[torch.Tensor],
+                 num_classes: int) -> dict[str, float]:
+    """mIoU and pixel accuracy accumulated over the whole test set, each image scored at its own label size."""
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    for x, y in zip(tokens, labels):
+        conf += confusion(predict_seg(probe, x[None], grid, tuple(y.shape))[0], y, num_classes)
+    return segmentation_scores(conf)

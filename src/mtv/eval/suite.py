@@ -1,0 +1,415 @@
+"""The probe suite behind ``mtv eval --suite``: a registry of probes and a runner that feeds them frozen features.
+
+Features (attention-pooled embedding, final patch tokens, four intermediate layers) come from one frozen pass
+per split under ``torch.no_grad()`` and are kept in memory for every probe (``cache=False`` recomputes them for
+each probe instead — the benchmark's baseline). Probes train with fixed seeds and budgets that the report records.
+
+Data: ``world`` reads MTV World shards (``data`` = held-out split, ``train`` = the probes' training split);
+``real`` reads the real benchmarks under one root folder (`mtv.eval.benchmarks.real.REAL_LAYOUT`). A probe that
+cannot run (no heads, no training split, a benchmark not on disk in a preset suite) is listed in ``not_run`` with why.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mtv.errors import MTVError, SkipSample
+from mtv.eval import Embedded, _check_writable, score_embeddings
+from mtv.eval.benchmarks import Split, open_image
+from mtv.eval.benchmarks.real import RealData
+from mtv.eval.benchmarks.world import load_world
+from mtv.eval.correspondence import match
+from mtv.eval.depth_probe import evaluate_depth_probe, train_depth_probe
+from mtv.eval.features import embed_texts
+from mtv.eval.heads import eval_depth_head, eval_grounding, phrase_embeddings
+from mtv.eval.metrics import IGNORE, pck, recall_at
+from mtv.eval.report import versions, write_report
+from mtv.eval.segmentation import ProbeBudget, evaluate_seg, train_linear_seg
+from mtv.heads import load_heads
+from mtv.models.depth_head import depth_layers
+from mtv.models.siglip import load_siglip
+from mtv.models.tokenizer import load_processor
+from mtv.models.vision import encode_images
+
+PROBES = ("zeroshot", "retrieval", "seg", "depth", "corr_geo", "corr_sem", "depth_head", "grounding")
+SUITES = {"world": PROBES, "real": PROBES}
+GEO_THRESHOLDS = (0.01, 0.05, 0.10)  # fractions of the target image's longer side
+GEO_HEADLINE = 0.05
+SEG_BUDGET = ProbeBudget(seed=0, epochs=20, lr=5e-3, batch_size=32)
+DEPTH_BUDGET = ProbeBudget(seed=0, epochs=10, lr=5e-4, batch_size=8, weight_decay=1e-2)  # Probe3D's AdamW
+TRAIN_LABEL_FACTOR = 4  # probes train on label maps at 4x the patch grid; tests score at full label size
+
+
+class NotRun(Exception):
+    """A probe that cannot run on this model or data; the message says why."""
+
+
+@dataclass
+class Features:
+    """Frozen features of one split; ``ok`` is False for images that could not be opened (counted, skipped)."""
+
+    pooled: torch.Tensor  # (N, E) L2-normalised image embeddings
+    tokens: torch.Tensor  # (N, T, D) final patch tokens
+    layers: torch.Tensor  # (N, L, T, D) the intermediate layers in `FeatureStore.layer_ids` order
+    grid: tuple[int, int]
+    sizes: list[tuple[int, int]]  # original (H, W) per image
+    ok: torch.Tensor
+
+
+class FeatureStore:
+    """One frozen pass per split (``cache=True``), or one per request. Tokens and layers are kept in float16:
+    halves the memory of large splits, far below the probes' noise."""
+
+    def __init__(self, model, processor, layer_ids: list[int], batch_size: int, cache: bool, progress: bool):
+        self.model, self.processor, self.layer_ids = model, processor, layer_ids
+        self.batch_size, self.cache, self.progress = batch_size, cache, progress
+        self._memo: dict[int, Features] = {}
+        self.passes = 0
+
+    def __call__(self, split: Split) -> Features:
+        if self.cache and id(split) in self._memo:
+            return self._memo[id(split)]
+        feats = self._extract(split)
+        if self.cache:
+            self._memo[id(split)] = feats
+        return feats
+
+    @torch.no_grad()
+    def _extract(self, split: Split) -> Features:
+        self.passes += 1
+        vision = self.model.vision_model
+        dev = next(self.model.parameters()).device
+        pooled, tokens, layers, sizes, ok = [], [], [], [], []
+        bar = tqdm(total=len(split), desc=f"features: {split.name}", unit="image", disable=not self.progress,
+                   leave=False)
+        for start in range(0, len(split), self.batch_size):
+            images = []
+            for src in split.images[start:start + self.batch_size]:
+                try:
+                    images.append(open_image(src))
+                    ok.append(True)
+                except SkipSample:
+                    split.skipped["bad_image"] += 1
+                    images.append(None)
+                    ok.append(False)
+            sizes += [(im.height, im.width) if im else (1, 1) for im in images]
+            good = [im for im in images if im is not None]
+            if good:
+                px = self.processor(images=good, return_tensors="pt")["pixel_values"].to(dev, self.model.dtype)
+                out = encode_images(vision, px, layers=self.layer_ids)
+                grid = out.grid
+                feats = (F.normalize(out.pooled.float(), dim=-1).cpu(), out.tokens.half().cpu(),
+                         torch.stack(out.layers, 1).half().cpu())
+            for kind, chunk in zip((pooled, tokens, layers), feats if good else ()):
+                it = iter(chunk)
+                kind += [next(it) if im is not None else torch.zeros_like(chunk[0]) for im in images]
+            bar.update(len(images))
+        bar.close()
+        if not any(ok):
+            raise MTVError(f"{split.name}: no image could be opened ({len(split)} tried)")
+        return Features(torch.stack(pooled), torch.stack(tokens), torch.stack(layers), grid, sizes,
+                        torch.tensor(ok))
+
+
+@dataclass
+class Context:
+    model: object
+    processor: object
+    heads: dict
+    store: FeatureStore
+    batch_size: int
+    progress: bool
+    seg_budget: ProbeBudget
+    depth_budget: ProbeBudget
+
+
+def _resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x[None, None].float(), size=size, mode="nearest")[0, 0]
+
+
+def _dense_labels(split: Split, feats: Features, read, what: str) -> tuple[list[int], list[torch.Tensor]]:
+    """Indices and label maps of images that opened and whose ``what`` map decodes; the rest are counted."""
+    idx, maps = [], []
+    for i in range(len(split)):
+        if not feats.ok[i]:
+            continue
+        try:
+            maps.append(torch.as_tensor(read(i)))
+            idx.append(i)
+        except SkipSample as e:
+            split.skipped[f"{what}/{e}"] += 1
+    if not idx:
+        raise NotRun(f"no image of {split.name} has a usable {what} label")
+    return idx, maps
+
+
+def _train_size(feats: Features) -> tuple[int, int]:
+    return feats.grid[0] * TRAIN_LABEL_FACTOR, feats.grid[1] * TRAIN_LABEL_FACTOR
+
+
+def probe_zeroshot_retrieval(ctx: Context, test: Split, which: str) -> tuple[dict, dict, dict]:
+    """Both go through `score_embeddings`, which computes the two; each call feeds it only its own part (no class
+    list for retrieval, one empty text for zero-shot) so neither pays for the other's text embeddings."""
+    if which == "retrieval" and not test.captions:
+        raise NotRun(f"{test.name} has no captions")
+    if which == "zeroshot" and not (test.classes and test.labels):
+        raise NotRun(f"{test.name} has no class list")
+    feats = ctx.store(test)
+    keep = [i for i in range(len(test)) if feats.ok[i] and (which == "zeroshot" or test.captions[i])]
+    texts: dict[str, int] = {"": 0} if which == "zeroshot" else {}
+    image_to_texts = [[0] if which == "zeroshot" else [texts.setdefault(c, len(texts)) for c in test.captions[i]]
+                      for i in keep]
+    labels = torch.tensor([test.labels[i] for i in keep]) if which == "zeroshot" else torch.full((len(keep),), -1)
+    emb = Embedded(feats.pooled[keep], embed_texts(ctx.model, ctx.processor, list(texts), ctx.batch_size),
+                   image_to_texts, labels)
+    classes = test.classes if which == "zeroshot" else []
+    metrics, chance, not_run = score_embeddings(ctx.model, ctx.processor, emb, classes, test.templates or [],
+                                                ctx.batch_size)
+    if which in not_run:
+        raise NotRun(not_run[which])
+    mine = lambda d: {k: v for k, v in d.items() if k.startswith(which)}  # noqa: E731
+    return mine(metrics), mine(chance), \
+        {"templates": test.templates, "n_test": len(keep)} if which == "zeroshot" else \
+        {"texts": len(texts), "n_test": len(keep)}
+
+
+def probe_seg(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, dict]:
+    if not (train.seg and test.seg):
+        raise NotRun("the data has no semantic maps")
+    classes = test.seg_classes or train.seg_classes
+    ftr, fte = ctx.store(train), ctx.store(test)
+    idx_tr, maps_tr = _dense_labels(train, ftr, train.seg, "seg")
+    idx_te, maps_te = _dense_labels(test, fte, test.seg, "seg")
+    size = _train_size(ftr)
+    labels = torch.stack([_resize_nearest(m, size).long() for m in maps_tr])
+    probe = train_linear_seg(ftr.tokens[idx_tr], ftr.grid, labels, len(classes), ctx.seg_budget)
+    scores = evaluate_seg(probe, fte.tokens[idx_te], fte.grid, [m.long() for m in maps_te], len(classes))
+    return {"seg_miou": scores["miou"], "seg_pixel_acc": scores["pixel_acc"]}, {}, \
+        {**ctx.seg_budget.as_dict(), "features": "final patch tokens", "n_train": len(idx_tr),
+         "n_test": len(idx_te), "classes": len(classes), "train_label_size": list(size),
+         "ignore_index": IGNORE, "logits": "bilinear upsampling to the label map"}
+
+
+def probe_depth(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, dict]:
+    if not (train.depth and test.depth):
+        raise NotRun("the data has no metric depth")
+    protocol = test.depth_protocol
+    ftr, fte = ctx.store(train), ctx.store(test)
+    idx_tr, maps_tr = _dense_labels(train, ftr, train.depth, "depth")
+    idx_te, maps_te = _dense_labels(test, fte, test.depth, "depth")
+    size = _train_size(ftr)
+    targets = torch.stack([_resize_nearest(m, size) for m in maps_tr])
+    pos = [ctx.store.layer_ids.index(k) for k in depth_layers(ctx.model.config.vision_config.num_hidden_layers)]
+    probe = train_depth_probe(ftr.layers[idx_tr][:, pos], ftr.grid, targets, protocol, ctx.depth_budget)
+    scores, skipped = evaluate_depth_probe(probe, fte.layers[idx_te][:, pos], fte.grid, maps_te, protocol)
+    test.skipped["depth/no_valid_pixel"] += skipped
+    return {f"depth_{k}": v for k, v in scores.items()}, {}, \
+        {**ctx.depth_budget.as_dict(), **protocol.describe(), "n_train": len(idx_tr), "n_test": len(idx_te),
+         "layers": depth_layers(ctx.model.config.vision_config.num_hidden_layers),
+         "head": "LayerNorm per layer, concat, 1x1 conv 128, 3x3 conv, 256 linear bins, logits upsampled",
+         "loss": "10 x SigLoss(lambda 0.85) + 0.5 x gradient loss", "train_label_size": list(size),
+         "alignment": "raw, and aligned_* after least-squares scale and shift per image"}
+
+
+def _feature_map(feats: Features, i: int) -> torch.Tensor:
+    return feats.tokens[i].float().T.reshape(-1, *feats.grid)
+
+
+def probe_corr_geo(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
+    if not test.geo_pairs:
+        raise NotRun(f"{test.name} has no view pairs with ground-truth matches")
+    fa = ctx.store(test)
+    partner = test.partner or test
+    fb = fa if partner is test else ctx.store(partner)
+    errors = []
+    for p in test.geo_pairs:
+        if not (fa.ok[p.a] and fb.ok[p.b]):
+            test.skipped["corr_geo/bad_image"] += 1
+            continue
+        pred = match(_feature_map(fa, p.a), fa.sizes[p.a], p.pts_a, _feature_map(fb, p.b), fb.sizes[p.b])
+        errors.append(torch.as_tensor(pred - p.pts_b).norm(dim=1) / max(fb.sizes[p.b]))
+    if not errors:
+        raise NotRun("no pair had both images readable")
+    rec = recall_at(torch.cat(errors), GEO_THRESHOLDS)
+    metrics = {"corr_geo_recall": rec[GEO_HEADLINE],
+               **{f"corr_geo_recall_{round(t * 100):02d}": v for t, v in rec.items()}}
+    return metrics, {}, {"pairs": len(errors), "matches": int(sum(len(e) for e in errors)),
+                         "thresholds": "fraction of the target image's longer side", "headline": GEO_HEADLINE,
+                         "features": "final patch tokens, bilinear upsampling, cosine nearest neighbour",
+                         "ratio_test": False}
+
+
+def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
+    if not test.sem_pairs:
+        raise NotRun(f"{test.name} has no keypoint pairs")
+    feats = ctx.store(test)
+    per_class: dict[str, list[torch.Tensor]] = {}
+    for p in test.sem_pairs:
+        if not (feats.ok[p.a] and feats.ok[p.b]):
+            test.skipped["corr_sem/bad_image"] += 1
+            continue
+        pred = match(_feature_map(feats, p.a), feats.sizes[p.a], p.pts_a, _feature_map(feats, p.b),
+                     feats.sizes[p.b])
+        x0, y0, x1, y1 = p.bbox
+        hit = pck(torch.as_tensor(pred), torch.as_tensor(p.pts_b), torch.tensor(float(max(x1 - x0, y1 - y0))))
+        per_class.setdefault(p.category, []).append(hit)
+    if not per_class:
+        raise NotRun("no pair had both images readable")
+    by_class = {c: torch.cat(h).double().mean().item() for c, h in per_class.items()}
+    return {"corr_sem_pck": sum(by_class.values()) / len(by_class)}, {}, \
+        {"pairs": sum(len(h) for h in per_class.values()), "alpha": 0.1, "bbox": "max(w, h) of the target box",
+         "averaging": "per keypoint within a class, then over classes", "per_class": by_class}
+
+
+def probe_depth_head(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
+    head = ctx.heads.get("depth")
+    if head is None:
+        raise NotRun("the model has no MTV depth head")
+    if not test.depth:
+        raise NotRun("the data has no metric depth")
+    feats = ctx.store(test)
+    idx, maps = _dense_labels(test, feats, test.depth, "depth")
+    pos = [ctx.store.layer_ids.index(k) for k in head.layers]
+    scores, skipped = eval_depth_head(head, [feats.layers[i][pos] for i in idx], feats.grid, maps,
+                                      test.depth_protocol)
+    test.skipped["depth_head/no_valid_pixel"] += skipped
+    return {f"depth_head_{k}": v for k, v in scores.items()}, {}, \
+        {**test.depth_protocol.describe(), "n_test": len(idx),
+         "alignment": "least-squares scale and shift of inverse depth per image, then inverted (MiDaS)"}
+
+
+def probe_grounding(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
+    head = ctx.heads.get("grounding")
+    if head is None:
+        raise NotRun("the model has no MTV grounding head")
+    if not test.phrases:
+        raise NotRun(f"{test.name} has no phrase boxes")
+    feats = ctx.store(test)
+    idx = [i for i in range(len(test)) if feats.ok[i]]
+    unique = sorted({p for i in idx for p, _ in test.phrases[i]})
+    if not unique:
+        raise NotRun(f"{test.name} has no boxed phrase")
+    emb = dict(zip(unique, phrase_embeddings(ctx.model, ctx.processor, unique, ctx.batch_size)))
+    acc, n = eval_grounding(head, [feats.tokens[i] for i in idx], feats.grid, [test.phrases[i] for i in idx],
+                            [feats.sizes[i] for i in idx], emb)
+    return {"grounding_acc50": acc}, {}, {"queries": n, "iou": 0.5,
+                                          "phrases": "boxed phrases of held-out scenes, ambiguous ones left out"}
+
+
+def _run_probe(ctx: Context, name: str, train: Split | None, test: Split) -> tuple[dict, dict, dict]:
+    if name in ("zeroshot", "retrieval"):
+        return probe_zeroshot_retrieval(ctx, test, name)
+    if name in ("seg", "depth"):
+        if train is None:
+            raise NotRun("no training split (pass --train)")
+        return (probe_seg if name == "seg" else probe_depth)(ctx, train, test)
+    return {"corr_geo": probe_corr_geo, "corr_sem": probe_corr_sem, "depth_head": probe_depth_head,
+            "grounding": probe_grounding}[name](ctx, test)
+
+
+class WorldData:
+    """Both world splits, loaded once; every probe uses the same pair."""
+
+    def __init__(self, test: str, train: str | None, max_samples: int | None, seed: int):
+        self.test = load_world(test, "test", max_samples, seed, pairs=True)
+        self.train = load_world(train, "train", max_samples) if train else None
+
+    def splits(self, probe: str) -> list[tuple[str, Split | None, Split]]:
+        return [("", self.train, self.test)]
+
+    def all_splits(self) -> list[Split]:
+        return [s for s in (self.train, self.test, self.test.partner) if s is not None]
+
+
+def parse_probes(suite: str) -> tuple[str | None, list[str]]:
+    """``world`` / ``real`` presets, or a comma-separated probe list (preset None)."""
+    if suite in SUITES:
+        return suite, list(SUITES[suite])
+    names = [p.strip() for p in suite.split(",") if p.strip()]
+    bad = [p for p in names if p not in PROBES]
+    if bad or not names:
+        raise MTVError(f"--suite {suite!r}: unknown probe {bad[0] if bad else ''!r}; choose world, real or a "
+                       f"comma-separated list of {', '.join(PROBES)}")
+    return None, names
+
+
+def _is_world(data: str) -> bool:
+    return data.endswith(".tar") or "{" in data or any(n.endswith(".tar") for n in os.listdir(data))
+
+
+def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, suite: str = "world",
+              train: str | os.PathLike | None = None, batch_size: int = 64, max_samples: int | None = None,
+              cache: bool = True, seed: int = 0, epochs: int | None = None, progress: bool = True) -> dict:
+    """Runs the probes of ``suite`` and writes report.json and report.md in ``out``; returns the report.
+
+    ``data``: world held-out shards, or the real benchmarks' root; ``train``: world shards the seg and depth
+    probes train on. ``epochs`` overrides both probes' budgets (recorded). Cheap checks come before features."""
+    model_dir, data, out = str(model_dir), str(data), str(out)
+    if batch_size < 1 or (max_samples is not None and max_samples < 1) or (epochs is not None and epochs < 1):
+        raise MTVError(f"eval: batch_size ({batch_size}), max_samples ({max_samples}) and epochs ({epochs}) "
+                       "must be at least 1")
+    preset, probes = parse_probes(suite)
+    _check_writable(out)
+    if not os.path.exists(data):
+        raise MTVError(f"{data}: no such data directory")
+    world = preset == "world" or (preset is None and _is_world(data))
+    source = WorldData(data, str(train) if train else None, max_samples, seed) if world \
+        else RealData(data, max_samples)
+    model = load_siglip(model_dir)
+    processor = load_processor(model_dir)
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    heads = {k: h.to(next(model.parameters()).device) for k, h in load_heads(model_dir, model).items()}
+    num_layers = model.config.vision_config.num_hidden_layers
+    layer_ids = sorted(set(depth_layers(num_layers)) | set(getattr(heads.get("depth"), "layers", [])))
+    seg_budget, depth_budget = (replace(b, seed=seed, **({"epochs": epochs} if epochs else {}))
+                                for b in (SEG_BUDGET, DEPTH_BUDGET))
+    ctx = Context(model, processor, heads, FeatureStore(model, processor, layer_ids, batch_size, cache, progress),
+                  batch_size, progress, seg_budget, depth_budget)
+
+    metrics, chance, not_run, configs, timings = {}, {}, {}, {}, {}
+    bar = tqdm(probes, desc="eval", unit="probe", disable=not progress)
+    for name in bar:
+        bar.set_description(f"eval: {name}")
+        start = time.perf_counter()
+        try:
+            for suffix, tr, te in source.splits(name):
+                m, c, cfg = _run_probe(ctx, name, tr, te)
+                if suffix:
+                    m = {k.replace(name, name + suffix, 1): v for k, v in m.items()}
+                metrics.update(m)
+                chance.update(c)
+                configs[name + suffix] = cfg
+        except NotRun as e:
+            not_run[name] = str(e)
+        except MTVError as e:
+            if preset is None:
+                raise
+            not_run[name] = str(e)
+        timings[name] = round(time.perf_counter() - start, 3)
+    bar.close()
+
+    splits = source.all_splits()
+    skipped = Counter()
+    for s in splits:
+        skipped.update({f"{s.name}/{k}": v for k, v in s.skipped.items() if v})
+    vision = model.config.vision_config
+    report = {
+        "model": model_dir, "suite": suite, "data": data, "train": str(train) if train else None,
+        "probes": probes, "metrics": metrics, "chance": chance, "not_run": not_run,
+        "num_samples": {s.name: len(s) for s in splits},
+        "skipped": {"total": sum(skipped.values()), **dict(sorted(skipped.items()))},
+        "config": {"batch_size": batch_size, "max_samples": max_samples, "cache": cache, "seed": seed,
+                   "resolution": vision.image_size, "patch_size": vision.patch_size, "feature_layers": layer_ids,
+                   "heads": sorted(heads), "feature_passes": ctx.store.passes, **configs},
+        "timings_s": timings,
+        "versions": versions(),
+    }
+    write_report(report, out)
+    return report

@@ -1,0 +1,68 @@
+"""`mtv report`: several runs overlaid in a radar plot (Figure 1 style) and a side-by-side table; suite reports
+render rmse/absrel as numbers and every other metric as a percentage."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from mtv.cli import main
+from mtv.eval.radar import _axis_positions, compare, table
+from mtv.eval.report import render_markdown
+
+RUN = {"zeroshot_top1": 0.30, "retrieval_i2t_r1": 0.20, "seg_miou": 0.40, "depth_rmse": 0.60,
+       "corr_geo_recall": 0.35, "corr_sem_pck": 0.20}
+
+
+def _run(path, scale, **extra):
+    path.mkdir()
+    metrics = {k: (v / scale if k.endswith("rmse") else v * scale) for k, v in RUN.items()} | extra
+    (path / "report.json").write_text(json.dumps({"metrics": metrics}))
+    return str(path)
+
+
+def test_compare_writes_radar_and_table(tmp_path, capsys):
+    runs = [_run(tmp_path / "VL", 1.0), _run(tmp_path / "VL+SSL", 1.2, grounding_acc50=0.5)]
+    assert main(["report", *runs, "--out", str(tmp_path / "cmp")]) == 0
+    assert "6 axes" in capsys.readouterr().out  # grounding is in one run only: not an axis
+    with Image.open(tmp_path / "cmp" / "radar.png") as im:
+        assert im.size[0] > 800
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| metric | VL | VL+SSL |" in md
+    assert "| depth_rmse | 0.600 | 0.500 |" in md and "| seg_miou | 40.0% | 48.0% |" in md
+    assert "| grounding_acc50 | — | 50.0% |" in md
+
+
+def test_axes_put_the_best_run_on_the_rim_whichever_direction_is_better():
+    assert _axis_positions([0.2, 0.4], lower_better=False) == [0.35, 1.0]
+    assert _axis_positions([0.2, 0.4], lower_better=True) == [1.0, 0.35]
+    assert _axis_positions([0.3, 0.3], lower_better=False) == [0.35, 0.35]
+
+
+def test_user_mistakes(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "report.json: not found" in capsys.readouterr().err
+    few = _run(tmp_path / "few", 1.0)
+    (tmp_path / "few" / "report.json").write_text(json.dumps({"metrics": {"seg_miou": 0.1}}))
+    assert main(["report", few, "--out", str(tmp_path / "o")]) == 2
+    assert "a radar needs 3" in capsys.readouterr().err
+    assert table([("a", {"x_rmse": 1.0}), ("b", {"y": 0.5})]).count("—") == 2
+
+
+def test_suite_markdown_states_probe_settings():
+    report = {"model": "m", "suite": "world", "data": "d", "train": "t", "num_samples": {"train": 4, "test": 2},
+              "metrics": {"seg_miou": 0.5, "depth_rmse": 1.25}, "chance": {}, "not_run": {"grounding": "no head"},
+              "skipped": {"total": 1, "test/depth/no_metric_depth": 1},
+              "config": {"batch_size": 8, "depth": {"seed": 0, "epochs": 10, "crop": "none"}}}
+    md = render_markdown(report)
+    assert "| seg_miou | 50.0% | — |" in md and "| depth_rmse | 1.250 | — |" in md
+    assert "- **depth**: seed 0; epochs 10; crop none" in md
+    assert "Not run: **grounding** — no head." in md and "Skipped 1 items: test/depth/no_metric_depth 1" in md
+
+
+@pytest.mark.parametrize("bad", ["{not json", json.dumps({"no": "metrics"})])
+def test_a_broken_report_is_named(tmp_path, bad):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.json").write_text(bad)
+    with pytest.raises(Exception, match="not an mtv eval report"):
+        compare([str(tmp_path / "r")] * 2, tmp_path / "o")
