@@ -45,6 +45,12 @@ def _predict(a: argparse.Namespace) -> None:
     print(f"wrote depth{' and ' + str(len(result['boxes'])) + ' boxes' if phrases else ''} to {a.out}")
 
 
+def _ablate(a: argparse.Namespace) -> None:
+    from mtv.ablate import ablate
+
+    ablate(a.config, a.out, a.overrides)
+
+
 def _demo(a: argparse.Namespace) -> None:
     from mtv.demo import run_demo
 
@@ -87,6 +93,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--phrases", help='phrases separated by ";", e.g. "a red cube; the sphere"')
     r.add_argument("--out", required=True)
     r.set_defaults(fn=_predict)
+
+    b = sub.add_parser("ablate", help="the objective ladder VL, +SSL, +Grounding, +Depth: train, export, evaluate each")
+    b.add_argument("--config", required=True, help="a training YAML with an eval section (see configs/ablation.yaml)")
+    b.add_argument("--out", required=True)
+    b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides shared by every rung")
+    b.set_defaults(fn=_ablate)
 
     m = sub.add_parser("demo", help="world -> train tiny -> export -> eval -> Quick Start, on the CPU in minutes")
     m.add_argument("--out", default="runs/demo")
