@@ -128,3 +128,11 @@ def test_cli_errors_are_one_line(args, words, data):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in out.stderr
+
+
+def test_gradient_accumulation_takes_micro_batches_per_step(tmp_path, data):
+    tree = train_tree(tmp_path / "acc", data, steps=3, optim={"warmup_steps": 1, "accum_steps": 2})
+    summary = train(build_config(tree), progress=False)
+    records = read_metrics(tmp_path / "acc")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert summary["samples_seen"] == 3 * 2 * 8 + summary["samples_skipped"]
