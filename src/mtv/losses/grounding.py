@@ -7,10 +7,10 @@ import re
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 
 from mtv.ops.boxes import cxcywh_to_xyxy, generalized_box_iou
+from mtv.ops.distributed import all_gather_with_grad
 
 
 def normalise_phrase(phrase: str) -> str:
@@ -42,7 +42,7 @@ def _gather(entities: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, to
         # the others
         entities = entities.detach().requires_grad_()
     pad = most - entities.shape[0]
-    all_entities = dist_nn.all_gather(F.pad(entities, (0, 0, 0, pad)))
+    all_entities = all_gather_with_grad(F.pad(entities, (0, 0, 0, pad))).split(most)
     all_ids = [torch.zeros(most, dtype=ids.dtype, device=ids.device) for _ in range(world)]
     dist.all_gather(all_ids, F.pad(ids, (0, pad)))
     return (torch.cat([e[:c] for e, c in zip(all_entities, counts)]),

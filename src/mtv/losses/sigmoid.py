@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from mtv.ops.distributed import all_gather_with_grad
+
 MODES = ("ring", "gather")
 
 
@@ -102,25 +104,6 @@ class _RingShift(torch.autograd.Function):
         return _exchange(grad.contiguous(), ctx.recv_from, ctx.send_to), None, None
 
 
-class _AllGather(torch.autograd.Function):
-    """All ranks' tensors concatenated in rank order. Backward sums the gradient over ranks and keeps the own
-    rows, with an all-reduce because every backend has one; the (W·B, D) text gradient is small.
-    (``torch.distributed.nn.functional.all_gather`` does the same job but is deprecated in torch 2.13.)"""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        ctx.rank, ctx.rows = dist.get_rank(), tensor.shape[0]
-        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(gathered, tensor.contiguous())
-        return torch.cat(gathered)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
-
-
 def distributed_sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor,
                              logit_scale: torch.Tensor | float, logit_bias: torch.Tensor | float,
                              mode: str = "ring", chunk_size: int | None = None) -> torch.Tensor:
@@ -141,7 +124,7 @@ def distributed_sigmoid_loss(image_features: torch.Tensor, text_features: torch.
         return loss
     rank, world = dist.get_rank(), dist.get_world_size()
     if mode == "gather":
-        texts = _AllGather.apply(text_features)
+        texts = all_gather_with_grad(text_features)
         b = text_features.shape[0]
         others = torch.cat([texts[:rank * b], texts[(rank + 1) * b:]])
         return loss + sigmoid_loss(image_features, others, logit_scale, logit_bias, negative_only=True,
