@@ -50,7 +50,7 @@ def decode_json(sample: dict) -> dict:
 def decode_depth(sample: dict, meta: dict, ext: str = "depth.png") -> np.ndarray:
     """Float depth map from a 16-bit PNG: ``value * scale + shift``; stored zeros become NaN (invalid).
 
-    ``meta`` is the sample JSON's ``depth`` entry (or ``view2.depth``) with ``scale`` and ``shift``.
+    ``meta`` is the sample JSON's ``depth`` entry (or ``view2_depth``) with ``scale`` and ``shift``.
     """
     if ext not in sample:
         raise SkipSample("no_depth")

@@ -57,10 +57,11 @@ class MultiTask(nn.Module):
                             layers=self.depth.layers if self.depth is not None else ())
         terms: dict[str, torch.Tensor] = {}
 
+        # One text-tower pass over the captions (objective 1) and the batch's distinct box phrases (objective 3).
         need_phrases = self.grounding is not None and phrase_ids is not None
-        if cfg.vl.enabled or need_phrases:
-            ids = batch["input_ids"] if not need_phrases else torch.cat([batch["input_ids"], phrase_ids])
-            text = self.embed_text(ids) if cfg.vl.enabled or len(ids) > b else None
+        captions = batch["input_ids"] if cfg.vl.enabled else batch["input_ids"][:0]
+        ids = torch.cat([captions, phrase_ids]) if need_phrases else captions
+        text = self.embed_text(ids) if len(ids) else None
         if cfg.vl.enabled:
             image = F.normalize(out.pooled[:b].float(), dim=-1)
             scale, bias = self.model.logit_scale.float().exp(), self.model.logit_bias.float()
@@ -74,7 +75,7 @@ class MultiTask(nn.Module):
         if self.grounding is not None:
             valid = batch["box_valid"]
             if need_phrases:
-                entity = text[b:][phrase_index]
+                entity = text[len(captions):][phrase_index]
             else:
                 entity = out.tokens.new_zeros((*valid.shape, self.text_dim), dtype=torch.float32)
             found = self.grounding(out.tokens[:b], out.grid, batch["boxes"], valid, entity, batch["entity_ids"])
