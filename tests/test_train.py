@@ -136,3 +136,10 @@ def test_gradient_accumulation_takes_micro_batches_per_step(tmp_path, data):
     records = read_metrics(tmp_path / "acc")
     assert [r["step"] for r in records] == [1, 2, 3]
     assert summary["samples_seen"] == 3 * 2 * 8 + summary["samples_skipped"]
+
+
+def test_resuming_with_other_model_settings_is_refused(run, data):
+    run_dir, _ = run
+    tree = train_tree(run_dir, data, ssl={"n_local": 2})
+    with pytest.raises(MTVError, match=r"was trained with ssl.n_local=6, the config now says 2"):
+        train(build_config(tree), resume=True, progress=False)

@@ -61,6 +61,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
 
     step, state, nonfinite = 0, StreamState({}), 0
     if ck:
+        _check_same_model(ck["config"], cfg, run)
         model.load_state_dict(ck["model"])
         for name, sd in ck["objectives"].items():
             getattr(task, name).load_state_dict(sd)
@@ -68,7 +69,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
         sched.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
         _set_rng(ck["rng"][d.rank] if d.rank < len(ck["rng"]) else ck["rng"][0])
-        step, nonfinite = ck["step"], ck.get("nonfinite_steps", 0)
+        step, nonfinite = ck["step"], ck["nonfinite_steps"]
         state = StreamState.from_dict(ck["data"][d.rank] if d.rank < len(ck["data"]) else None)
     else:
         _seed_everything(cfg.seed + d.rank)
@@ -175,6 +176,16 @@ def _prepare_run_dir(run: Path, resume: bool, d: Dist) -> dict | None:
     if resume and found is None and d.main:
         print(f"{run}: no checkpoint yet, starting from step 0")
     return checkpoint.load(found) if resume and found else None
+
+
+def _check_same_model(saved: dict, cfg: TrainConfig, run: Path) -> None:
+    """A resumed run must build the same modules its checkpoint holds; name the first setting that differs."""
+    now = cfg.model_dump(mode="json")
+    for section in ("model", "vl", "ssl", "grounding", "depth"):
+        for key, value in saved[section].items():
+            if now[section].get(key) != value:
+                raise MTVError(f"{run}: was trained with {section}.{key}={value!r}, the config now says "
+                               f"{now[section].get(key)!r}; resume with {run / 'config.yaml'} or choose a new run_dir")
 
 
 def _processor(cfg: TrainConfig, run: Path, shards: list[str], d: Dist):
