@@ -213,3 +213,16 @@ def test_real_preset_lists_missing_benchmarks_but_an_explicit_probe_fails(eval_m
     assert report["metrics"] == {} and "ADEChallengeData2016: not found" in report["not_run"]["seg"]
     with pytest.raises(MTVError, match="nyu: not found"):
         run_suite(eval_model_dir, tmp_path / "data", tmp_path / "out", "depth", progress=False)
+
+
+def test_geo_pairs_carry_their_3d_truth(real_root, world_eval_splits):
+    from mtv.eval.benchmarks.world import load_world
+    from mtv.eval.correspondence import back_project
+
+    (pair,) = load_navi(real_root).geo_pairs
+    assert pair.geo.angle == pytest.approx(0.0, abs=1e-6) and pair.geo.unit == "cm"  # camera 2 only moves
+    np.testing.assert_allclose(back_project(pair.pts_b, *pair.geo.target()), pair.geo.xyz_b, rtol=0.02)
+    pairs = load_world(str(world_eval_splits[1]), "val", pairs=True).geo_pairs
+    assert pairs and all(0 <= p.geo.angle <= 180 for p in pairs) and pairs[0].geo.step == 0.1
+    for p in pairs:  # B's depth at the true pixel agrees with the true point (the visibility test's 2 %)
+        np.testing.assert_allclose(back_project(p.pts_b, *p.geo.target())[:, 2], p.geo.xyz_b[:, 2], rtol=0.021)

@@ -134,7 +134,7 @@ def test_world_suite_reports_every_probe(world_report, world_eval_splits):
     assert json.loads((out / "report.json").read_text()) == report
     assert report["not_run"] == {}
     for key in ("seg_miou", "seg_pixel_acc", "depth_rmse", "depth_absrel", "depth_delta1", "corr_geo_recall",
-                "corr_geo_recall_01", "corr_geo_recall_10", "corr_sem_pck", "depth_head_absrel",
+                "corr_geo_recall_01", "corr_geo_recall_10", "corr_geo_recall_ratio", "corr_geo_recall_3d_5", "corr_sem_pck", "depth_head_absrel",
                 "depth_head_delta1", "grounding_acc50", "zeroshot_top1", "retrieval_i2t_r1"):
         assert np.isfinite(report["metrics"][key]), key
     fractions = {k: v for k, v in report["metrics"].items() if not k.endswith(("rmse", "absrel"))}
@@ -173,3 +173,71 @@ def test_suite_zeroshot_and_retrieval_equal_the_plain_evaluate(eval_model_dir, e
     suite = run_suite(eval_model_dir, eval_shards, tmp_path / "suite", "zeroshot,retrieval", progress=False)
     assert suite["metrics"] == pytest.approx(plain["metrics"], abs=1e-6)
     assert suite["skipped"]["test/bad_image"] == 1 and suite["skipped"]["test/empty_caption"] == 1
+
+
+def test_ratio_test_angle_and_binned_recall_by_hand():
+    from mtv.eval.metrics import binned_recall, ratio_test, rotation_angle
+
+    # distances sqrt(2 - 2 s): (0 vs 1.414) pass; (1 vs 1.414) pass at 0.8 (1 < 1.131), fail at 0.7; ties fail
+    best, second = torch.tensor([1.0, 0.5, 0.3]), torch.tensor([0.0, 0.0, 0.3])
+    assert ratio_test(best, second, 0.8).tolist() == [True, True, False]
+    assert ratio_test(best, second, 0.7).tolist() == [True, False, False]
+    c, s = np.cos(np.pi / 4), np.sin(np.pi / 4)
+    assert rotation_angle(torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])) == pytest.approx(45.0)
+    assert rotation_angle(torch.eye(3)) == 0.0
+    assert rotation_angle(torch.diag(torch.tensor([-1.0, -1.0, 1.0]))) == pytest.approx(180.0)
+    hits, angles = torch.tensor([True, False, True, True, False]), torch.tensor([10.0, 20.0, 45.0, 120.0, 130.0])
+    # 60-90 has no match (left out, not 0); 120 closes the last bin; 130 is beyond the bins
+    assert binned_recall(hits, angles, (0, 30, 60, 90, 120)) == {(0, 30): 0.5, (30, 60): 1.0, (90, 120): 1.0}
+
+
+def test_back_projection_inverts_the_projection():
+    from mtv.eval.correspondence import back_project, relative_angle
+
+    K = np.array([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]])
+    depth = np.full((16, 16), 5.0)
+    depth[0, 0] = np.nan
+    xyz = back_project(np.array([[8.0, 8.0], [12.0, 8.5], [0.5, 0.5], [20.0, 1.0]]), depth, K)
+    np.testing.assert_allclose(xyz[:2], [[0, 0, 5], [1.0, 0.125, 5]])  # 4 px at f 20, depth 5: 1 unit
+    assert np.isnan(xyz[2:]).all()  # invalid depth, outside the image
+    assert relative_angle(np.eye(4)) == 0.0
+
+
+def _permuted_pair(featureless: bool = False):
+    """A 16-px, 4x4-patch image pair: B shows A's patches shuffled by a known permutation (cell ``perm[i]`` of B
+    is cell i of A), at depth 5 with f = 20. A ``featureless`` B looks alike everywhere: every nearest
+    neighbour ties with a rival far away, so no match survives the ratio test."""
+    from mtv.eval.correspondence import GeoTruth, Pair, back_project
+
+    K = np.array([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]])
+    depth = np.full((16, 16), 5.0)
+    perm = np.random.default_rng(0).permutation(16)
+    feat_a = torch.eye(16).reshape(16, 4, 4)
+    feat_b = torch.ones(16, 4, 4) if featureless else torch.eye(16)[:, np.argsort(perm)].reshape(16, 4, 4)
+    centre = lambda cells: np.stack([cells % 4 * 4 + 2.0, cells // 4 * 4 + 2.0], 1)  # noqa: E731
+    pts_a, pts_b = centre(np.arange(16)), centre(perm)
+    truth = GeoTruth(back_project(pts_b, depth, K), 45.0, lambda: (depth, K), 1.0, "units")
+    return Pair(0, 0, pts_a, pts_b, geo=truth), feat_a, feat_b
+
+
+def test_geo_metrics_perfect_matcher_and_ratio_failures():
+    from mtv.eval.correspondence import geo_metrics, score_geo_pair
+
+    # a prediction is a pixel centre in the right patch: at most 1.5 px off per axis, 2.12 < 0.15 x 16 px
+    score = lambda pair, fa, fb, **kw: geo_metrics([score_geo_pair(pair, fa, (16, 16), fb, (16, 16))],  # noqa: E731
+                                                   thresholds=(0.15,), headline=0.15, **kw)
+    metrics, config = score(*_permuted_pair())
+    assert metrics["corr_geo_recall"] == 1.0 and metrics["corr_geo_recall_ratio"] == 1.0
+    assert metrics["corr_geo_recall_3d_1"] == 1.0  # 2.12 px at f 20, depth 5: 0.53 units < 1
+    assert [k for k in metrics if "angle" in k] == ["corr_geo_recall_angle_30_60"]  # empty bins left out
+    assert metrics["corr_geo_recall_angle_30_60"] == 1.0
+    assert config["ratio_test"] == 0.8 and config["thresholds_3d"] == "1, 2, 5 units"
+
+    metrics, _ = score(*_permuted_pair(featureless=True))
+    assert metrics["corr_geo_recall_ratio"] == 0.0 and metrics["corr_geo_recall_3d_5"] == 0.0
+    assert metrics["corr_geo_recall_angle_30_60"] == 0.0
+    # without the test every query takes B's first pixel (0.5, 0.5): only cell 0's centre is within 2.4 px,
+    # and every true point is within 19.1 px = 4.8 units of it
+    plain, config = score(*_permuted_pair(featureless=True), ratio=None)
+    assert "corr_geo_recall_ratio" not in plain and config["ratio_test"] is False
+    assert plain["corr_geo_recall"] == metrics["corr_geo_recall"] == 1 / 16 and plain["corr_geo_recall_3d_5"] == 1

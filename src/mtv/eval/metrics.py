@@ -92,3 +92,28 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def box_accuracy(pred: torch.Tensor, target: torch.Tensor, iou: float = 0.5) -> float:
     """Fraction of phrases whose predicted box overlaps the truth with IoU >= ``iou`` (acc@0.5)."""
     return (box_iou(pred, target) >= iou).double().mean().item() if len(pred) else 0.0
+
+
+def ratio_test(best: torch.Tensor, second: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Lowe's ratio test on cosine similarities of L2-normalised features: a match passes when its distance
+    ``sqrt(2 - 2 s)`` to the best neighbour is below ``ratio`` × the distance to the second best (an ambiguous
+    match, equally close to two places, fails)."""
+    dist = lambda s: (2 - 2 * s.double()).clamp_min(0).sqrt()  # noqa: E731
+    return dist(best) < ratio * dist(second)
+
+
+def rotation_angle(rotation: torch.Tensor) -> float:
+    """Angle in degrees of a 3x3 rotation (e.g. the relative rotation between two cameras)."""
+    cos = ((torch.diagonal(rotation.double()).sum() - 1) / 2).clamp(-1, 1)
+    return torch.rad2deg(torch.arccos(cos)).item()
+
+
+def binned_recall(hits: torch.Tensor, values: torch.Tensor, edges: Sequence[float]) -> dict[tuple[float, float], float]:
+    """Fraction of ``hits`` (bool, one per match) per bin ``[edges[i], edges[i + 1])`` of ``values`` (one per
+    match), the last bin closed; values outside the edges are left out, and so are bins with no match."""
+    out = {}
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        sel = (values >= lo) & ((values <= hi) if k == len(edges) - 2 else (values < hi))
+        if sel.any():
+            out[(lo, hi)] = hits[sel].double().mean().item()
+    return out

@@ -25,11 +25,11 @@ from mtv.eval import Embedded, _check_writable, score_embeddings
 from mtv.eval.benchmarks import Split, open_image
 from mtv.eval.benchmarks.real import RealData
 from mtv.eval.benchmarks.world import load_world
-from mtv.eval.correspondence import match
+from mtv.eval.correspondence import geo_metrics, match, score_geo_pair
 from mtv.eval.depth_probe import evaluate_depth_probe, train_depth_probe
 from mtv.eval.features import embed_texts
 from mtv.eval.heads import eval_depth_head, eval_grounding, phrase_embeddings
-from mtv.eval.metrics import IGNORE, pck, recall_at
+from mtv.eval.metrics import IGNORE, pck
 from mtv.eval.report import versions, write_report
 from mtv.eval.segmentation import ProbeBudget, evaluate_seg, train_linear_seg
 from mtv.heads import load_heads
@@ -228,22 +228,19 @@ def probe_corr_geo(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
     fa = ctx.store(test)
     partner = test.partner or test
     fb = fa if partner is test else ctx.store(partner)
-    errors = []
+    results = []
     for p in test.geo_pairs:
         if not (fa.ok[p.a] and fb.ok[p.b]):
             test.skipped["corr_geo/bad_image"] += 1
             continue
-        pred = match(_feature_map(fa, p.a), fa.sizes[p.a], p.pts_a, _feature_map(fb, p.b), fb.sizes[p.b])
-        errors.append(torch.as_tensor(pred - p.pts_b).norm(dim=1) / max(fb.sizes[p.b]))
-    if not errors:
+        results.append(score_geo_pair(p, _feature_map(fa, p.a), fa.sizes[p.a], _feature_map(fb, p.b),
+                                      fb.sizes[p.b]))
+    if not results:
         raise NotRun("no pair had both images readable")
-    rec = recall_at(torch.cat(errors), GEO_THRESHOLDS)
-    metrics = {"corr_geo_recall": rec[GEO_HEADLINE],
-               **{f"corr_geo_recall_{round(t * 100):02d}": v for t, v in rec.items()}}
-    return metrics, {}, {"pairs": len(errors), "matches": int(sum(len(e) for e in errors)),
+    metrics, cfg = geo_metrics(results, GEO_THRESHOLDS, GEO_HEADLINE)
+    return metrics, {}, {"pairs": len(results), "matches": int(sum(len(r.px) for r in results)),
                          "thresholds": "fraction of the target image's longer side", "headline": GEO_HEADLINE,
-                         "features": "final patch tokens, bilinear upsampling, cosine nearest neighbour",
-                         "ratio_test": False}
+                         "features": "final patch tokens, bilinear upsampling, cosine nearest neighbour", **cfg}
 
 
 def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:

@@ -5,7 +5,7 @@ pairs-multiview.txt`` (``image_1 image_2 angle``, paths relative to ``navi/``), 
 
 Poses map object to camera coordinates in the OpenGL convention (y up, z backwards, as NAVI's own GL
 projection assumes); they are flipped to OpenCV for `gt_matches`. Ground-truth matches are sampled on the
-object mask."""
+object mask. Each pair keeps its 3-D truth (`GeoTruth`: points in B's frame, relative angle, 1 cm steps)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ import numpy as np
 
 from mtv.errors import MTVError, SkipSample
 from mtv.eval.benchmarks import Split, limit, lines, need, read_map
-from mtv.eval.correspondence import Pair, gt_matches
+from mtv.eval.correspondence import GeoTruth, Pair, gt_matches, relative_angle
 
 LAYOUT = ("NAVI as <root>/navi/custom_splits/pairwise_pixel_correspondences/pairs-multiview.txt with "
           "<object>/<scene>/{annotations.json,images/,depth/,masks/}")
 MATCHES_PER_PAIR = 1000  # Probe3D's count
 GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
+STEP_3D = 0.01  # depth in metres: 3-D thresholds 1, 2, 5 cm (Probe3D)
 
 
 def _quat(q) -> np.ndarray:
@@ -73,13 +74,16 @@ def load_navi(root: Path, max_samples: int | None = None, seed: int = 0) -> Spli
         except SkipSample as e:
             split.skipped[f"corr_geo/{e}"] += 1
             continue
-        pa, pb = gt_matches(d_a, K_a, d_b, K_b, pose_b @ np.linalg.inv(pose_a), MATCHES_PER_PAIR,
-                            np.random.default_rng([seed, k]))
+        rel = pose_b @ np.linalg.inv(pose_a)
+        pa, pb, xyz = gt_matches(d_a, K_a, d_b, K_b, rel, MATCHES_PER_PAIR, np.random.default_rng([seed, k]),
+                                 with_xyz=True)
         if len(pa) == 0:
             split.skipped["corr_geo/no_visible_match"] += 1
             continue
         ids = [index.setdefault(str(base / r), len(index)) for r in (rel_a, rel_b)]
-        pairs.append(Pair(ids[0], ids[1], pa, pb))
+        # B's depth is re-read when scored rather than kept for every pair (NAVI images are large)
+        target = lambda r=rel_b: _view(base, r, annotations)[2:0:-1]  # noqa: E731
+        pairs.append(Pair(ids[0], ids[1], pa, pb, geo=GeoTruth(xyz, relative_angle(rel), target, STEP_3D, "cm")))
     split.images = list(index)
     split.geo_pairs = pairs
     return split

@@ -9,7 +9,7 @@ from mtv.data.decode import decode_caption, decode_depth, decode_json
 from mtv.data.shards import ReadStats, dataset_meta, list_shards, read_samples
 from mtv.errors import SkipSample
 from mtv.eval.benchmarks import Split, read_map
-from mtv.eval.correspondence import Pair, gt_matches, object_keypoints
+from mtv.eval.correspondence import GeoTruth, Pair, gt_matches, object_keypoints, relative_angle
 from mtv.eval.depth_probe import DepthProtocol
 from mtv.eval.metrics import IGNORE
 from mtv.eval.zeroshot import DEFAULT_TEMPLATES
@@ -17,6 +17,7 @@ from mtv.eval.zeroshot import DEFAULT_TEMPLATES
 PROTOCOL = DepthProtocol(min_depth=1e-3, max_depth=30.0)  # the ground ends at radius 20 around the scene
 MATCHES_PER_PAIR = 100
 MIN_KEYPOINT_PIXELS = 12  # smaller main objects give no distinct keypoints
+STEP_3D = 0.1  # 3-D thresholds 0.1/0.2/0.5 scene units: a view spans ~5 units at the object (NAVI's ~0.5 m)
 
 
 def metric_depth(sample: dict, info: dict, view2: bool = False) -> np.ndarray:
@@ -96,13 +97,13 @@ def _add_pairs(split: Split, samples: list[dict], infos: list[dict], labels_name
             if "view2.png" not in s:
                 raise SkipSample("no_view2")
             d1, d2 = metric_depth(s, info), metric_depth(s, info, view2=True)
-            pa, pb = gt_matches(d1, _matrix(info["camera"]["K"], (3, 3)), d2,
-                                _matrix(info["view2"]["camera"]["K"], (3, 3)),
-                                _matrix(info["view2"]["cam1_to_cam2"], (4, 4)), MATCHES_PER_PAIR,
-                                np.random.default_rng([seed, i]))
+            K2, rel = _matrix(info["view2"]["camera"]["K"], (3, 3)), _matrix(info["view2"]["cam1_to_cam2"], (4, 4))
+            pa, pb, xyz = gt_matches(d1, _matrix(info["camera"]["K"], (3, 3)), d2, K2, rel, MATCHES_PER_PAIR,
+                                     np.random.default_rng([seed, i]), with_xyz=True)
             if len(pa) == 0:
                 raise SkipSample("no_visible_match")
-            geo.append(Pair(i, len(partner), pa, pb))
+            truth = GeoTruth(xyz, relative_angle(rel), lambda d=d2, k=K2: (d, k), STEP_3D, "x 0.1 scene units")
+            geo.append(Pair(i, len(partner), pa, pb, geo=truth))
             partner.append(s["view2.png"])
         except SkipSample as e:
             split.skipped[f"corr_geo/{e}"] += 1
