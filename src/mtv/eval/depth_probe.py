@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtv.eval.metrics import depth_errors, mean_of, scale_shift_fit, valid_depth
-from mtv.eval.segmentation import ProbeBudget
+from mtv.eval.segmentation import ProbeBudget, fit_probe
 
 SIG_LAMBDA = 0.85
 
@@ -84,22 +84,18 @@ def train_depth_probe(layers: torch.Tensor, grid: tuple[int, int], targets: torc
                       budget: ProbeBudget) -> DepthProbe:
     """``layers`` (N, L, T, D) frozen features; ``targets`` (N, H, W) metric depth, NaN invalid, all at one size."""
     torch.manual_seed(budget.seed)
-    gen = torch.Generator().manual_seed(budget.seed)
     probe = DepthProbe(layers.shape[-1], layers.shape[1], protocol.min_depth, protocol.max_depth)
-    opt = torch.optim.AdamW(probe.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
     size = tuple(targets.shape[-2:])
-    for _ in range(budget.epochs):
-        for idx in torch.randperm(len(layers), generator=gen).split(budget.batch_size):
-            target = targets[idx]
-            valid = protocol.mask(target)
-            if valid.sum() < 2:
-                continue
-            pred = probe(layers[idx], grid, size)
-            loss = 10 * sig_loss(pred, target, valid) + 0.5 * gradient_loss(pred, target, valid)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return probe.eval()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor | None:
+        target = targets[idx]
+        valid = protocol.mask(target)
+        if valid.sum() < 2:
+            return None
+        pred = probe(layers[idx], grid, size)
+        return 10 * sig_loss(pred, target, valid) + 0.5 * gradient_loss(pred, target, valid)
+
+    return fit_probe(probe, len(layers), budget, batch_loss)
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ the label map (EVALUATION.md), trained with cross-entropy that ignores unlabelle
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,23 @@ class ProbeBudget:
         return asdict(self)
 
 
+def fit_probe(probe: nn.Module, n: int, budget: ProbeBudget,
+              batch_loss: Callable[[torch.Tensor], torch.Tensor | None]) -> nn.Module:
+    """The one training loop of every probe: AdamW over seeded shuffles of ``n`` examples for the budget's
+    epochs; ``batch_loss(indices)`` returns None for a batch with nothing to learn from."""
+    gen = torch.Generator().manual_seed(budget.seed)
+    opt = torch.optim.AdamW(probe.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
+    for _ in range(budget.epochs):
+        for idx in torch.randperm(n, generator=gen).split(budget.batch_size):
+            loss = batch_loss(idx)
+            if loss is None:
+                continue
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return probe.eval()
+
+
 def _logits(probe: nn.Linear, tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     x = probe(tokens.float())  # (B, T, C)
     x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
@@ -37,21 +54,17 @@ def train_linear_seg(tokens: torch.Tensor, grid: tuple[int, int], labels: torch.
                      budget: ProbeBudget) -> nn.Linear:
     """``tokens`` (N, T, D) frozen features, ``labels`` (N, H, W) long with ``IGNORE``; every label map is at the
     same training size, the caller resizes them (nearest) beforehand."""
-    gen = torch.Generator().manual_seed(budget.seed)
     torch.manual_seed(budget.seed)
     probe = nn.Linear(tokens.shape[-1], num_classes)
-    opt = torch.optim.AdamW(probe.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
     size = tuple(labels.shape[-2:])
-    for _ in range(budget.epochs):
-        for idx in torch.randperm(len(tokens), generator=gen).split(budget.batch_size):
-            target = labels[idx]
-            if (target == IGNORE).all():
-                continue
-            loss = F.cross_entropy(_logits(probe, tokens[idx], grid, size), target, ignore_index=IGNORE)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return probe.eval()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor | None:
+        target = labels[idx]
+        if (target == IGNORE).all():
+            return None
+        return F.cross_entropy(_logits(probe, tokens[idx], grid, size), target, ignore_index=IGNORE)
+
+    return fit_probe(probe, len(tokens), budget, batch_loss)
 
 
 @torch.no_grad()
