@@ -67,6 +67,15 @@ def read_map(src: str | bytes) -> np.ndarray:
         raise SkipSample("bad_label") from None
 
 
+def read_depth(path: Path, units_per_metre: float) -> np.ndarray:
+    """A 16-bit depth PNG in metres, its zeros (no measurement) as NaN — the NYUv2 and KITTI encoding."""
+    if not path.exists():
+        raise SkipSample("no_depth_file")
+    d = read_map(str(path)).astype(np.float32) / units_per_metre
+    d[d == 0] = np.nan
+    return d
+
+
 def need(path: Path, layout: str) -> Path:
     """``path`` if it exists, else the one-line error that names it and the layout it belongs to."""
     if not path.exists():

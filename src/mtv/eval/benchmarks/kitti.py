@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mtv.errors import SkipSample
-from mtv.eval.benchmarks import Split, limit, lines, need, read_map
+from mtv.eval.benchmarks import Split, limit, lines, need, read_depth
 from mtv.eval.depth_probe import DepthProtocol
 
 LAYOUT = "KITTI as <root>/kitti/eigen_test_files_with_gt.txt with raw/ and data_depth_annotated/"
@@ -25,11 +25,7 @@ def load_kitti(root: Path, max_samples: int | None = None) -> Split:
     def depth(i: int) -> np.ndarray:
         if gts[i] is None:
             raise SkipSample("no_ground_truth")
-        if not gts[i].exists():
-            raise SkipSample("no_depth_file")
-        d = read_map(str(gts[i])).astype(np.float32) / 256.0
-        d[d == 0] = np.nan
-        return d
+        return read_depth(gts[i], 256.0)
 
     return Split("kitti-eigen-test", [str(base / "raw" / r[0]) for r in rows], depth=depth,
                  depth_protocol=PROTOCOL)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtv.errors import SkipSample
-from mtv.eval.benchmarks import Split, limit, lines, need, read_map
+from mtv.eval.benchmarks import Split, limit, lines, need, read_depth
 from mtv.eval.depth_probe import DepthProtocol
 
 LAYOUT = "NYUv2 as <root>/nyu/nyudepthv2_{test,train}_files_with_gt.txt with official_splits/test/ and sync/"
@@ -24,10 +23,6 @@ def load_nyuv2(root: Path, split: str = "test", max_samples: int | None = None) 
     depths = [folder / r[1].lstrip("/") for r in rows]
 
     def depth(i: int) -> np.ndarray:
-        if not depths[i].exists():
-            raise SkipSample("no_depth_file")
-        d = read_map(str(depths[i])).astype(np.float32) / 1000.0
-        d[d == 0] = np.nan
-        return d
+        return read_depth(depths[i], 1000.0)
 
     return Split(f"nyuv2-{split}", images, depth=depth, depth_protocol=PROTOCOL)

@@ -117,8 +117,9 @@ def _add_pairs(split: Split, samples: list[dict], infos: list[dict], labels_name
             continue
         obj = objs[main]
         x0, y0, x1, y1 = (int(round(v)) for v in obj["box"])
-        mask = np.zeros(read_map(s["seg.png"]).shape, bool)
-        mask[y0:y1, x0:x1] = read_map(s["seg.png"])[y0:y1, x0:x1] == labels_names.index(obj["shape"])
+        seg = read_map(s["seg.png"])
+        mask = np.zeros(seg.shape, bool)
+        mask[y0:y1, x0:x1] = seg[y0:y1, x0:x1] == labels_names.index(obj["shape"])
         kps = object_keypoints(mask) if mask.sum() >= MIN_KEYPOINT_PIXELS else None
         if kps is None:
             split.skipped["corr_sem/small_object"] += 1
