@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from mtv.data.shards import encode_png
 from mtv.errors import MTVError
+from mtv.eval.features import embed_texts
 from mtv.heads import load_heads, require
 from mtv.models.siglip import load_siglip
 from mtv.models.tokenizer import load_processor
@@ -50,8 +51,7 @@ def predict(model_dir: str | os.PathLike, image: str | os.PathLike, phrases: lis
               "depth": {"type": "inverse_relative", "scale": scale, "shift": low - scale, "file": "depth.png"}}
 
     if phrases:
-        ids = processor.tokenizer(phrases, padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
-        text = F.normalize(model.text_model(input_ids=ids).pooler_output.float(), dim=-1)
+        text = embed_texts(model, processor, phrases)
         boxes = grounding.predict_boxes(tower.tokens[0], tower.grid, text)
         boxes = (boxes * torch.tensor([img.width, img.height] * 2)).tolist()
         result["boxes"] = [{"phrase": p, "box": [round(v, 1) for v in b]} for p, b in zip(phrases, boxes)]

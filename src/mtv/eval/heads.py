@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from mtv.eval.depth_probe import DepthProtocol
 from mtv.eval.metrics import align_inverse_depth, box_iou, depth_errors, mean_of
@@ -37,17 +36,6 @@ def eval_depth_head(head, layers: Sequence[torch.Tensor], grid: tuple[int, int],
                                       targets[i], valid)
                 scores.append({"absrel": errors["absrel"], "delta1": errors["delta1"]})
     return mean_of(scores), skipped
-
-
-@torch.no_grad()
-def phrase_embeddings(model, processor, phrases: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-    """L2-normalised text-tower embeddings, tokenised as in training (max-length padding)."""
-    out = []
-    for i in range(0, len(phrases), batch_size):
-        ids = processor.tokenizer(list(phrases[i:i + batch_size]), padding="max_length", truncation=True,
-                                  return_tensors="pt").input_ids
-        out.append(F.normalize(model.text_model(input_ids=ids.to(model.device)).pooler_output.float(), dim=-1).cpu())
-    return torch.cat(out)
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from mtv.eval.benchmarks.world import load_world
 from mtv.eval.correspondence import geo_metrics, match, score_geo_pair
 from mtv.eval.depth_probe import evaluate_depth_probe, train_depth_probe
 from mtv.eval.features import embed_texts
-from mtv.eval.heads import eval_depth_head, eval_grounding, phrase_embeddings
+from mtv.eval.heads import eval_depth_head, eval_grounding
 from mtv.eval.metrics import IGNORE, pck
 from mtv.eval.report import versions, write_report
 from mtv.eval.segmentation import ProbeBudget, evaluate_seg, train_linear_seg
@@ -293,7 +293,7 @@ def probe_grounding(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
     unique = sorted({p for i in idx for p, _ in test.phrases[i]})
     if not unique:
         raise NotRun(f"{test.name} has no boxed phrase")
-    emb = dict(zip(unique, phrase_embeddings(ctx.model, ctx.processor, unique, ctx.batch_size)))
+    emb = dict(zip(unique, embed_texts(ctx.model, ctx.processor, unique, ctx.batch_size)))
     acc, n = eval_grounding(head, [feats.tokens[i] for i in idx], feats.grid, [test.phrases[i] for i in idx],
                             [feats.sizes[i] for i in idx], emb)
     return {"grounding_acc50": acc}, {}, {"queries": n, "iou": 0.5,
