@@ -11,7 +11,7 @@ from transformers import SiglipConfig, SiglipModel
 from mtv import __version__
 from mtv.config import TrainConfig
 from mtv.errors import MTVError
-from mtv.heads import save_heads
+from mtv.heads import build_heads, save_heads
 from mtv.train import checkpoint
 
 
@@ -36,11 +36,9 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 def _heads(state: dict, model: SiglipModel) -> dict:
     """The trained grounding and depth heads (the SSL parts are training-only and stay behind)."""
-    from mtv.objectives.multitask import MultiTask
-
     cfg = TrainConfig.model_validate(state["config"])
-    cfg.ssl.enabled = False
-    task = MultiTask(model, cfg)
-    for name, head in task.exported_heads().items():
+    heads = build_heads(model, cfg.grounding if cfg.grounding.enabled else None,
+                        cfg.depth if cfg.depth.enabled else None)
+    for name, head in heads.items():
         head.load_state_dict(state["objectives"][name])
-    return task.exported_heads()
+    return heads

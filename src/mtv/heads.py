@@ -18,6 +18,23 @@ from mtv.objectives.grounding import Grounding, GroundingConfig
 WEIGHTS, CONFIG = "heads.safetensors", "heads.json"
 
 
+def text_dim(model: SiglipModel) -> int:
+    """Width of the text tower's pooled embedding, which grounding aligns regions with."""
+    return model.config.text_config.projection_size or model.config.text_config.hidden_size
+
+
+def build_heads(model: SiglipModel, grounding: GroundingConfig | None = None,
+                depth: DepthConfig | None = None) -> dict[str, nn.Module]:
+    """The grounding and depth heads sized for ``model``'s towers (one of each config given)."""
+    vision = model.config.vision_config
+    heads: dict[str, nn.Module] = {}
+    if grounding is not None:
+        heads["grounding"] = Grounding(grounding, vision.hidden_size, text_dim(model))
+    if depth is not None:
+        heads["depth"] = Depth(depth, vision.hidden_size, vision.num_hidden_layers)
+    return heads
+
+
 def save_heads(out: str | os.PathLike, heads: dict[str, nn.Module]) -> None:
     if not heads:
         return
@@ -34,13 +51,8 @@ def load_heads(model_dir: str | os.PathLike, model: SiglipModel) -> dict[str, nn
         return {}
     configs = json.loads((folder / CONFIG).read_text())
     tensors = load_file(folder / WEIGHTS)
-    vision, dim = model.config.vision_config, model.config.vision_config.hidden_size
-    text_dim = model.config.text_config.projection_size or model.config.text_config.hidden_size
-    heads: dict[str, nn.Module] = {}
-    if "grounding" in configs:
-        heads["grounding"] = Grounding(GroundingConfig(**configs["grounding"]), dim, text_dim)
-    if "depth" in configs:
-        heads["depth"] = Depth(DepthConfig(**configs["depth"]), dim, vision.num_hidden_layers)
+    heads = build_heads(model, grounding=GroundingConfig(**configs["grounding"]) if "grounding" in configs else None,
+                        depth=DepthConfig(**configs["depth"]) if "depth" in configs else None)
     for name, head in heads.items():
         own = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
         try:

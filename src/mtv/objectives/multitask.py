@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import SiglipModel
 
+from mtv.heads import build_heads, text_dim
 from mtv.losses import distributed_sigmoid_loss
 from mtv.models.vision import encode_images
-from mtv.objectives.depth import Depth
-from mtv.objectives.grounding import Grounding
 from mtv.objectives.self_supervised import SelfSupervised, SSLStep
 
 
@@ -24,13 +23,12 @@ class MultiTask(nn.Module):
     def __init__(self, model: SiglipModel, cfg):
         super().__init__()
         self.model, self.cfg = model, cfg
-        dim = model.config.vision_config.hidden_size
-        self.text_dim = model.config.text_config.projection_size or model.config.text_config.hidden_size
-        text_dim = self.text_dim
-        self.ssl = SelfSupervised(model.vision_model, dim, cfg.ssl) if cfg.ssl.enabled else None
-        self.grounding = Grounding(cfg.grounding, dim, text_dim) if cfg.grounding.enabled else None
-        self.depth = (Depth(cfg.depth, dim, model.config.vision_config.num_hidden_layers)
-                      if cfg.depth.enabled else None)
+        self.text_dim = text_dim(model)
+        self.ssl = (SelfSupervised(model.vision_model, model.config.vision_config.hidden_size, cfg.ssl)
+                    if cfg.ssl.enabled else None)
+        heads = build_heads(model, cfg.grounding if cfg.grounding.enabled else None,
+                            cfg.depth if cfg.depth.enabled else None)
+        self.grounding, self.depth = heads.get("grounding"), heads.get("depth")
         self.max_log_scale = math.log(cfg.model.max_logit_scale)
         if not cfg.vl.enabled:  # DDP must not wait for gradients that never come
             model.logit_scale.requires_grad_(False)
@@ -94,6 +92,3 @@ class MultiTask(nn.Module):
             self.grounding.clamp_()
         if self.ssl is not None and ssl_step is not None:
             self.ssl.update_teacher(self.model.vision_model, ssl_step.momentum)
-
-    def exported_heads(self) -> dict[str, nn.Module]:
-        return {name: m for name, m in (("grounding", self.grounding), ("depth", self.depth)) if m is not None}
