@@ -121,20 +121,16 @@ def load_expert(kind: str, spec, device, *, precision: str = "auto", allow_downl
 
 
 def _autocast_dtype(precision: str, device):
-    """None (fp32) or the autocast dtype: auto is bf16 (fp16 where unsupported) on a GPU and fp32 on a CPU,
-    where bf16 autocast is rarely faster and labels should not lose precision for nothing."""
-    import torch
-
+    """None (fp32) or the autocast dtype, as training chooses it, except that auto stays fp32 on a CPU: bf16
+    autocast is rarely faster there for inference, and labels should not lose precision for nothing."""
     from mtv.errors import MTVError
+    from mtv.train.precision import autocast_dtype
 
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise MTVError(f"--precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-    return dtypes[precision]
+    if precision == "auto" and device.type != "cuda":
+        return None
+    return autocast_dtype(precision, device)
 
 
 def _rank_and_device(device: str):
