@@ -10,6 +10,8 @@ from typing import Sequence
 
 import torch
 
+from mtv.ops.boxes import box_iou as pairwise_iou, paired
+
 IGNORE = -1
 
 
@@ -82,11 +84,7 @@ def pck(pred: torch.Tensor, target: torch.Tensor, bbox_size: torch.Tensor, alpha
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise IoU of xyxy boxes (N, 4) and (N, 4); degenerate boxes have IoU 0."""
-    lt, rb = torch.maximum(a[:, :2], b[:, :2]), torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp_min(0).prod(1)
-    area = lambda x: (x[:, 2:] - x[:, :2]).clamp_min(0).prod(1)  # noqa: E731
-    union = area(a) + area(b) - inter
-    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+    return paired(pairwise_iou, a, b)
 
 
 def box_accuracy(pred: torch.Tensor, target: torch.Tensor, iou: float = 0.5) -> float:

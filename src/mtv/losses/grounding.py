@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from mtv.ops.boxes import cxcywh_to_xyxy, generalized_box_iou
+from mtv.ops.boxes import cxcywh_to_xyxy, generalized_box_iou, paired
 from mtv.ops.distributed import all_gather_with_grad
 
 
@@ -76,11 +76,5 @@ def box_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float = 5.0,
         return pred.sum() * 0.0
     pred, target = pred.float(), target.float()
     l1 = (pred - target).abs().sum(-1)
-    giou = _paired_giou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(target))
+    giou = paired(generalized_box_iou, cxcywh_to_xyxy(pred), cxcywh_to_xyxy(target))
     return (l1_weight * l1 + giou_weight * (1 - giou)).mean()
-
-
-def _paired_giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """GIoU of row i of ``a`` with row i of ``b``: the pairwise op mapped over pairs, O(Q) instead of the
-    Q x Q matrix whose diagonal it is."""
-    return torch.vmap(lambda x, y: generalized_box_iou(x[None], y[None])[0, 0])(a, b)

@@ -39,6 +39,12 @@ def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return iou - (hull - union) / hull.clamp(min=torch.finfo(hull.dtype).tiny)
 
 
+def paired(op, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``op(a[i], b[i])`` for each row i of (N, 4) ``a`` and ``b``: a pairwise box op (`box_iou`,
+    `generalized_box_iou`) mapped over pairs, O(N) instead of the N x N matrix whose diagonal it is."""
+    return torch.vmap(lambda x, y: op(x[None], y[None])[0, 0])(a, b)
+
+
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Indices of the boxes greedy NMS keeps, best score first: a box is dropped when its IoU with a kept,
     higher-scoring box exceeds ``iou_threshold``. Ties keep the earlier box (stable sort)."""
