@@ -10,7 +10,7 @@ from transformers import SiglipConfig, SiglipModel
 
 from mtv import __version__
 from mtv.config import TrainConfig
-from mtv.errors import MTVError
+from mtv.errors import writable_dir
 from mtv.heads import build_heads, save_heads
 from mtv.train import checkpoint
 
@@ -19,10 +19,7 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     """``ckpt`` is a checkpoint file or a run directory (its newest checkpoint)."""
     state = checkpoint.load(ckpt)
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MTVError(f"{out}: cannot create the export directory ({e.strerror}); choose a writable --out") from None
+    writable_dir(out, "export", "--out")
     model = SiglipModel(SiglipConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
     model.save_pretrained(out)

@@ -8,7 +8,6 @@ functions on tensors, for the probe suites to reuse.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +15,7 @@ from tqdm import tqdm
 
 from mtv.data.decode import decode_caption, decode_image, decode_json
 from mtv.data.shards import DATASET_META, ReadStats, dataset_meta, list_shards, read_samples
-from mtv.errors import MTVError, SkipSample
+from mtv.errors import MTVError, SkipSample, writable_dir
 from mtv.eval.features import embed_images, embed_texts, quickstart_logits
 from mtv.eval.report import versions, write_report
 from mtv.eval.retrieval import retrieval_chance, retrieval_recall
@@ -45,17 +44,6 @@ class Embedded:
     text_emb: torch.Tensor
     image_to_texts: list[list[int]]
     labels: torch.Tensor
-
-
-def _check_writable(out: str) -> None:
-    """Fails in seconds rather than after the embedding pass."""
-    try:
-        os.makedirs(out, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise MTVError(f"{out}: cannot write the report there ({e.strerror}); "
-                       "pass a writable --out directory") from None
 
 
 def _zeroshot_setup(meta: dict, data: str) -> tuple[list[str], list[str]]:
@@ -156,7 +144,7 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
     model_dir, data, out = str(model_dir), str(data), str(out)
     if batch_size < 1 or (max_samples is not None and max_samples < 1):
         raise MTVError(f"eval: batch_size ({batch_size}) and max_samples ({max_samples}) must be at least 1")
-    _check_writable(out)
+    writable_dir(out, "report", "--out directory")  # fail in seconds, not after the embedding pass
     paths = list_shards(data)
     classes, templates = _zeroshot_setup(dataset_meta(data), data)
     model = load_siglip(model_dir)

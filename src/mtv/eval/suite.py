@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mtv.errors import MTVError, SkipSample
-from mtv.eval import Embedded, _check_writable, score_embeddings
+from mtv.errors import MTVError, SkipSample, writable_dir
+from mtv.eval import Embedded, score_embeddings
 from mtv.eval.benchmarks import Split, open_image
 from mtv.eval.benchmarks.real import RealData
 from mtv.eval.benchmarks.world import load_world
@@ -353,7 +353,7 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
         raise MTVError(f"eval: batch_size ({batch_size}), max_samples ({max_samples}) and epochs ({epochs}) "
                        "must be at least 1")
     preset, probes = parse_probes(suite)
-    _check_writable(out)
+    writable_dir(out, "report", "--out directory")
     if not os.path.exists(data):
         raise MTVError(f"{data}: no such data directory")
     world = preset == "world" or (preset is None and _is_world(data))

@@ -20,7 +20,7 @@ from mtv.data.shards import ReadStats, list_shards, read_samples
 from mtv.data.stream import Batches, ShardStream, StreamState
 from mtv.data.transforms import tokenize
 from mtv.data.views import ViewDecoder
-from mtv.errors import MTVError, SkipSample
+from mtv.errors import MTVError, SkipSample, writable_dir
 from mtv.models.siglip import build_model, load_config, preset_config
 from mtv.models.tokenizer import build_processor, load_processor, train_tokenizer
 from mtv.objectives.multitask import MultiTask
@@ -163,13 +163,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
 
 
 def _prepare_run_dir(run: Path, resume: bool, d: Dist) -> dict | None:
-    try:
-        run.mkdir(parents=True, exist_ok=True)
-        probe = run / f".write-test-{d.rank}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise MTVError(f"{run}: cannot write the run directory ({e.strerror}); choose a writable run_dir") from None
+    writable_dir(run, "run directory", "run_dir")
     found = checkpoint.latest(run)
     if found and not resume:
         raise MTVError(f"{run}: already has checkpoints; pass --resume to continue it or choose another run_dir")

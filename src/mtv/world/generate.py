@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mtv.data.shards import DATASET_META, ShardWriter, encode_json, encode_png, shard_name
-from mtv.errors import MTVError
+from mtv.errors import MTVError, writable_dir
 from mtv.world.captions import ZERO_SHOT_TEMPLATES, caption
 from mtv.world.render import SEMANTIC_LABELS, View, render
 from mtv.world.scene import CLASSES, Camera, sample_cameras, sample_scene
@@ -106,12 +106,7 @@ def _check_args(out: Path, n: int, seed: int, size: int, workers: int, shard_siz
                                ("shard_size", shard_size, 1)):
         if not isinstance(value, (int, np.integer)) or value < least:
             raise MTVError(f"mtv world: {name} must be an integer >= {least}, got {value!r}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MTVError(f"{out}: cannot create the output directory ({e.strerror}); choose another --out") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise MTVError(f"{out}: the output directory is not writable; choose another --out")
+    writable_dir(out, "shards", "--out")
     ours = {shard_name(s) for s in range(-(-n // shard_size))}
     stale = sorted(p.name for p in out.glob("shard-*.tar") if p.name not in ours)
     if stale:
