@@ -49,13 +49,17 @@ class ShardWriter:
     def __enter__(self) -> "ShardWriter":
         return self
 
+    def abort(self) -> None:
+        """Drops the partial file: the shard's name only ever holds a complete shard."""
+        self._tar.close()
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
     def __exit__(self, exc_type, *_):
         if exc_type is None:
             self.close()
         else:
-            self._tar.close()
-            self._file.close()
-            self.tmp.unlink(missing_ok=True)
+            self.abort()
 
 
 def list_shards(spec: str | os.PathLike | Iterable[str]) -> list[str]:

@@ -161,7 +161,7 @@ class OutShard:
 
     def abort(self) -> None:
         """Drop the partial file (what a kill would leave, and a rerun would redo anyway)."""
-        self.writer.__exit__(RuntimeError, None, None)
+        self.writer.abort()
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
