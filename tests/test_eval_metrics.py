@@ -1,4 +1,4 @@
-"""Zero-shot and retrieval metrics against hand-computed cases (EVALUATION.md: perfect, constant, permutation).
+"""Zero-shot and retrieval metrics against hand-computed cases (docs/EVALUATION.md: perfect, constant, permutation).
 
 Tie rule under test: equal scores count against the true match (a wrong candidate scoring the same is ahead of it).
 """

@@ -1,7 +1,7 @@
 """What every objective reads from one sample: the clean view, its caption and labels, and the SSL crops.
 
 The clean view is the whole image at training resolution, flipped only together with its boxes, depth and
-the words "left"/"right" (METHOD.md, "One step"). A label an enabled objective needs but the sample lacks is
+the words "left"/"right" (docs/METHOD.md, "One step"). A label an enabled objective needs but the sample lacks is
 counted (``_missing``) and marked invalid, so that sample contributes nothing to that objective only.
 """
 

@@ -20,7 +20,7 @@ SIG_LAMBDA = 0.85
 
 @dataclass(frozen=True)
 class DepthProtocol:
-    """What a depth number depends on besides the model (EVALUATION.md asks every result to state it)."""
+    """What a depth number depends on besides the model (docs/EVALUATION.md asks every result to state it)."""
 
     min_depth: float
     max_depth: float

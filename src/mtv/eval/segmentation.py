@@ -1,5 +1,5 @@
 """Linear semantic-segmentation probe: one linear layer on frozen patch tokens, logits upsampled bilinearly to
-the label map (EVALUATION.md), trained with cross-entropy that ignores unlabelled pixels."""
+the label map (docs/EVALUATION.md), trained with cross-entropy that ignores unlabelled pixels."""
 
 from __future__ import annotations
 
