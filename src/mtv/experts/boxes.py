@@ -26,7 +26,7 @@ TEXT_CACHE = 8192  # phrases whose embeddings are kept on the device between bat
 
 @dataclass(frozen=True)
 class BoxFilter:
-    """docs/METHOD.md's filtering of pseudo-boxes: score ≥ ``threshold`` after NMS, at most ``max_boxes`` per image."""
+    """docs/METHOD.md's filtering of pseudo-boxes: score ≥ ``threshold`` after NMS, up to ``max_boxes`` per image."""
 
     threshold: float = 0.3
     nms_iou: float = 0.5
