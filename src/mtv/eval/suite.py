@@ -86,7 +86,7 @@ class FeatureStore:
         self.passes += 1
         vision = self.model.vision_model
         dev = next(self.model.parameters()).device
-        pooled, tokens, layers, sizes, ok = [], [], [], [], []
+        rows, sizes, ok = [], [], []  # rows: (pooled, tokens, layers) of the batches' images that opened
         bar = tqdm(total=len(split), desc=f"features: {split.name}", unit="image", disable=not self.progress,
                    leave=False)
         for start in range(0, len(split), self.batch_size):
@@ -105,18 +105,22 @@ class FeatureStore:
                 px = self.processor(images=good, return_tensors="pt")["pixel_values"].to(dev, self.model.dtype)
                 out = encode_images(vision, px, layers=self.layer_ids)
                 grid = out.grid
-                feats = (F.normalize(out.pooled.float(), dim=-1).cpu(), out.tokens.half().cpu(),
-                         torch.stack(out.layers, 1).half().cpu())
-            for kind, chunk in zip((pooled, tokens, layers), feats if good else ()):
-                it = iter(chunk)
-                kind += [next(it) if im is not None else torch.zeros_like(chunk[0]) for im in images]
+                rows.append((F.normalize(out.pooled.float(), dim=-1).cpu(), out.tokens.half().cpu(),
+                             torch.stack(out.layers, 1).half().cpu()))
             bar.update(len(images))
         bar.close()
         if not any(ok):
             raise MTVError(f"{split.name}: no image could be opened ({len(split)} tried)")
-        return Features(torch.stack(pooled), torch.stack(tokens), torch.stack(layers), grid, sizes,
-                        torch.tensor(ok))
+        opened = torch.tensor(ok)
 
+        def scatter(parts: list[torch.Tensor]) -> torch.Tensor:
+            """One row per image of the split, zeros where it did not open, so indices stay the split's."""
+            found = torch.cat(parts)
+            full = found.new_zeros((len(ok), *found.shape[1:]))
+            full[opened] = found
+            return full
+
+        return Features(*(scatter([r[k] for r in rows]) for k in range(3)), grid, sizes, opened)
 
 @dataclass
 class Context:
