@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from mtv.cli import main
-from mtv.eval.radar import _axis_positions, compare, table
+from mtv.eval.radar import _axis_scale, _drawn, compare, table
 from mtv.eval.report import render_markdown
 
 RUN = {"zeroshot_top1": 0.30, "retrieval_i2t_r1": 0.20, "seg_miou": 0.40, "depth_rmse": 0.60,
@@ -34,9 +34,14 @@ def test_compare_writes_radar_and_table(tmp_path, capsys):
 
 
 def test_axes_put_the_best_run_on_the_rim_whichever_direction_is_better():
-    assert _axis_positions([0.2, 0.4], lower_better=False) == [0.35, 1.0]
-    assert _axis_positions([0.2, 0.4], lower_better=True) == [1.0, 0.35]
-    assert _axis_positions([0.3, 0.3], lower_better=False) == [0.35, 0.35]
+    up, down, flat = _axis_scale([0.2, 0.4], False), _axis_scale([0.2, 0.4], True), _axis_scale([0.3, 0.3], False)
+    assert [up(0.2), up(0.4)] == [0.35, 1.0] and [down(0.2), down(0.4)] == [1.0, 0.35] and flat(0.3) == 0.35
+
+
+def test_axes_span_the_spread_bands_and_the_floor():
+    runs = [("a", {"seg_miou": 0.3}), ("b", {"seg_miou": 0.5})]
+    assert sorted(_drawn("seg_miou", runs, [{"seg_miou": 0.1}, {}], {"seg_miou": 0.05})) == \
+        pytest.approx([0.05, 0.2, 0.4, 0.5, 0.5])
 
 
 def test_user_mistakes(tmp_path, capsys):

@@ -1,8 +1,14 @@
-"""`mtv ablate`: the paper's Figure 1 ladder — VL, +SSL, +Grounding, +Depth — trained with one budget and
-evaluated with one evaluation, so that what each objective adds can be read off one table and one radar.
+"""`mtv ablate`: which objective adds what, read off one table and one radar. Every rung of a design trains with one
+budget and is evaluated with one evaluation, over several seeds, so that each difference comes with the
+seed-to-seed noise it has to stand out of (paired t intervals, :mod:`mtv.stats`).
 
-Each rung is an ordinary run directory (``OUT/<rung>/``): rerunning resumes unfinished rungs and skips
-finished ones, so a killed ablation loses at most one checkpoint interval.
+Designs: the paper's Figure 1 ``ladder`` (VL, +SSL, +Grounding, +Depth), ``leave-one-out`` (all four objectives,
+then each of SSL, Grounding, Depth dropped) and ``pairs`` (VL alone and VL with each one objective).
+
+Each (rung, seed) is an ordinary run directory, ``OUT/<objectives>/seed<k>/`` with ``export/`` and ``eval/`` in
+it: rerunning skips every evaluated one and resumes an unfinished training, so a killed ablation loses at most one
+checkpoint interval. The directory is named by the objectives switched on, so designs written into one OUT share
+the rungs they have in common (VL, all four) instead of training them twice.
 """
 
 from __future__ import annotations
@@ -11,51 +17,172 @@ import json
 import os
 from pathlib import Path
 
+from mtv import stats
 from mtv.config import TrainConfig, load_config
 from mtv.errors import MTVError
-from mtv.train import checkpoint
+from mtv.eval.radar import radar, table
+from mtv.eval.report import LOWER_IS_BETTER, format_metric
+from mtv.eval.suite import run_suite
+from mtv.export import export
+from mtv.train import checkpoint, train
 
-# Objectives switched on at each rung; everything else of the config is shared.
-RUNGS: list[tuple[str, dict[str, bool]]] = [
-    ("vl", {"ssl": False, "grounding": False, "depth": False}),
-    ("vl+ssl", {"ssl": True, "grounding": False, "depth": False}),
-    ("vl+ssl+grounding", {"ssl": True, "grounding": True, "depth": False}),
-    ("vl+ssl+grounding+depth", {"ssl": True, "grounding": True, "depth": True}),
-]
-LABELS = {"vl": "VL", "vl+ssl": "+SSL", "vl+ssl+grounding": "+Grounding", "vl+ssl+grounding+depth": "+Depth"}
+# design -> rungs: (label, objectives switched on besides VL); everything else of the config is shared.
+DESIGNS: dict[str, list[tuple[str, dict[str, bool]]]] = {
+    "ladder": [
+        ("VL", {"ssl": False, "grounding": False, "depth": False}),
+        ("+SSL", {"ssl": True, "grounding": False, "depth": False}),
+        ("+Grounding", {"ssl": True, "grounding": True, "depth": False}),
+        ("+Depth", {"ssl": True, "grounding": True, "depth": True}),
+    ],
+    "leave-one-out": [
+        ("all", {"ssl": True, "grounding": True, "depth": True}),
+        ("−SSL", {"ssl": False, "grounding": True, "depth": True}),
+        ("−Grounding", {"ssl": True, "grounding": False, "depth": True}),
+        ("−Depth", {"ssl": True, "grounding": True, "depth": False}),
+    ],
+    "pairs": [
+        ("VL", {"ssl": False, "grounding": False, "depth": False}),
+        ("VL+SSL", {"ssl": True, "grounding": False, "depth": False}),
+        ("VL+Grounding", {"ssl": False, "grounding": True, "depth": False}),
+        ("VL+Depth", {"ssl": False, "grounding": False, "depth": True}),
+    ],
+}
+# design -> (rung, against): the difference rung − against is what one objective adds, in every design.
+COMPARISONS: dict[str, list[tuple[str, str]]] = {
+    "ladder": [("+SSL", "VL"), ("+Grounding", "+SSL"), ("+Depth", "+Grounding")],
+    "leave-one-out": [("all", "−SSL"), ("all", "−Grounding"), ("all", "−Depth")],
+    "pairs": [("VL+SSL", "VL"), ("VL+Grounding", "VL"), ("VL+Depth", "VL")],
+}
+REFERENCES = {"floor": "metrics_floor", "prior": "metrics_prior"}  # ablation.json key -> eval report key
+REFERENCE_COLUMNS = {"floor": "untrained floor", "prior": "prior"}
 
 
-def rung_config(config: str, out: Path, rung: str, switches: dict[str, bool], overrides: list[str]) -> TrainConfig:
+def rung_dir(switches: dict[str, bool]) -> str:
+    """``vl+ssl+…``: named by what is trained, so the same rung of two designs is the same directory."""
+    return "+".join(["vl", *(name for name, on in switches.items() if on)])
+
+
+def rung_config(config: str, run_dir: Path, switches: dict[str, bool], overrides: list[str], seed: int) -> TrainConfig:
     flags = [f"{name}.enabled={str(on).lower()}" for name, on in switches.items()]
-    return load_config(config, [*overrides, f"run_dir={out / rung}", "vl.enabled=true", *flags])
+    return load_config(config, [*overrides, f"run_dir={run_dir}", f"seed={seed}", "vl.enabled=true", *flags])
 
 
-def ablate(config: str | os.PathLike, out: str | os.PathLike, overrides: list[str] | None = None) -> dict:
-    from mtv.eval.radar import radar, table
-    from mtv.eval.suite import run_suite
-    from mtv.export import export
-    from mtv.train import train
+def run_rung(cfg: TrainConfig) -> dict:
+    """Trains (resuming), exports and evaluates one (rung, seed); one already evaluated is read back, not redone.
+    The eval seed (probe init, sample choice) follows the training seed, so a seed's whole result varies together."""
+    run = Path(cfg.run_dir)
+    done = run / "eval" / "report.json"
+    if done.exists():
+        print(f"== {run}: evaluated already, skipped")
+        return json.loads(done.read_text())
+    print(f"== {run}: training {cfg.steps} steps")
+    train(cfg, resume=checkpoint.latest(run) is not None)
+    model = export(run, run / "export")
+    return run_suite(model, cfg.eval.data, run / "eval", suite=cfg.eval.suite,
+                     train=cfg.eval.probe_train or cfg.data.train, max_samples=cfg.eval.max_samples, seed=cfg.seed)
 
-    out = Path(out)
+
+def _summary(runs: dict[str, dict[str, dict]]) -> dict:
+    """rung -> metric -> mean, std, interval over the seeds that report it."""
+    return {rung: {k: stats.summarize([m[k] for m in by_seed.values() if k in m])
+                   for k in dict.fromkeys(k for m in by_seed.values() for k in m)}
+            for rung, by_seed in runs.items()}
+
+
+def _comparisons(runs: dict[str, dict[str, dict]], design: str) -> list[dict]:
+    """Paired differences, seed by seed, of each metric both rungs of a comparison report."""
+    found = []
+    for rung, against in COMPARISONS[design]:
+        new, old = runs[rung], runs[against]
+        for k in dict.fromkeys(k for m in new.values() for k in m):
+            seeds = [s for s in new if s in old and k in new[s] and k in old[s]]
+            if seeds:
+                found.append({"rung": rung, "against": against, "metric": k, **stats.paired(
+                    [new[s][k] for s in seeds], [old[s][k] for s in seeds], k.endswith(LOWER_IS_BETTER))})
+    return found
+
+
+def _reference(reports: list[dict], key: str) -> dict:
+    """A reference level (untrained floor, image-free prior) the eval reports carry: one value per metric, the
+    mean over reports only where they differ (the floor's probes follow the eval seed)."""
+    values: dict[str, list[float]] = {}
+    for report in reports:
+        for k, v in report.get(key, {}).items():
+            values.setdefault(k, []).append(v)
+    return {k: vs[0] if len(set(vs)) == 1 else stats.mean(vs) for k, vs in values.items()}
+
+
+def _columns(summary: dict) -> tuple[list[tuple[str, dict]], list[dict]]:
+    """The summary as the radar and table take it: (rung, metric -> mean) runs and their metric -> std spreads."""
+    return ([(rung, {k: s["mean"] for k, s in by_metric.items()}) for rung, by_metric in summary.items()],
+            [{k: s["std"] for k, s in by_metric.items()} for by_metric in summary.values()])
+
+
+def _signed(metric: str, value: float) -> str:
+    return ("+" if value > 0 else "") + format_metric(metric, value)
+
+
+def _verdict(c: dict) -> str:
+    if c["ci95"] is None:
+        return "one seed: no interval"
+    if not c["significant"]:
+        return "within noise"
+    return "**significant** " + ("↑ better" if c["better"] else "↓ worse")
+
+
+def _comparison_table(comparisons: list[dict]) -> str:
+    lines = ["| metric | comparison | difference [95% interval] | verdict |", "|---|---|---:|---|"]
+    for c in comparisons:
+        k, ci = c["metric"], c["ci95"]
+        diff = _signed(k, c["diff_mean"]) + (f" [{_signed(k, ci[0])}, {_signed(k, ci[1])}]" if ci else "")
+        lines.append(f"| {k} | {c['rung']} vs {c['against']} | {diff} | {_verdict(c)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(result: dict, data: str) -> str:
+    """ablation.md: mean ± std per rung (and the reference levels), then the paired comparisons."""
+    n = len(result["seeds"])
+    means, spreads = _columns(result["summary"])
+    refs = [(REFERENCE_COLUMNS[key], result[key]) for key in REFERENCES if key in result]
+    command = " ".join([f"`{result['config']}`", *(f"`{o}`" for o in result["overrides"])])
+    return (f"# Objective ablation ({result['design']}): {result['steps']} steps of {result['batch_size']} images "
+            f"per rung, {n} seed{'s' if n > 1 else ''}\n\n"
+            f"Config {command}; every rung evaluated on `{data}`, seeds {', '.join(map(str, result['seeds']))}. "
+            "Cells: mean ± sample std over the seeds.\n\n"
+            + table(means + refs, spreads + [None] * len(refs))
+            + "\n## What each objective changes\n\n" + _comparison_table(result["comparisons"])
+            + f"\nA difference is rung − the rung it is compared against, taken seed by seed over the {n} shared "
+            "seeds. It is marked **significant** when its 95% Student-t interval excludes 0, with ↑ for a change "
+            "for the better (higher, or lower for rmse and absrel) and ↓ for the worse; otherwise it is within "
+            "seed-to-seed noise and says nothing either way.\n")
+
+
+def ablate(config: str | os.PathLike, out: str | os.PathLike, overrides: list[str] | None = None, seeds: int = 3,
+           design: str = "ladder") -> dict:
+    """Trains, exports and evaluates every rung of ``design`` with seeds base, base+1, … (base = the config's
+    ``seed``); writes ablation.json, ablation.md and ablation.png in ``out`` and returns what ablation.json holds."""
+    if design not in DESIGNS:
+        raise MTVError(f"unknown design {design!r}; pick one of {', '.join(DESIGNS)}")
+    if seeds < 1:
+        raise MTVError(f"seeds must be at least 1, got {seeds}")
+    out, overrides = Path(out), overrides or []
     base = load_config(config, overrides)
     if not base.eval.data:
         raise MTVError(f"{config}: eval.data is not set; name the held-out shards every rung is evaluated on")
-    results = {}
-    for rung, switches in RUNGS:
-        cfg = rung_config(str(config), out, rung, switches, overrides or [])
-        print(f"== {LABELS[rung]}: training {cfg.steps} steps in {cfg.run_dir}")
-        train(cfg, resume=checkpoint.latest(cfg.run_dir) is not None)
-        model = export(cfg.run_dir, out / rung / "export")
-        report = run_suite(model, cfg.eval.data, out / rung / "eval", suite=cfg.eval.suite,
-                           train=cfg.eval.probe_train or cfg.data.train, max_samples=cfg.eval.max_samples,
-                           seed=cfg.seed)
-        results[rung] = report
-    summary = {"config": str(config), "overrides": overrides or [], "steps": base.steps, "batch_size": base.batch_size,
-               "rungs": {LABELS[r]: results[r]["metrics"] for r, _ in RUNGS}}
-    (out / "ablation.json").write_text(json.dumps(summary, indent=2))
-    runs = list(summary["rungs"].items())
-    radar(runs, out / "ablation.png")
-    (out / "ablation.md").write_text(f"# Objective ablation: {base.steps} steps of {base.batch_size} images per rung\n\n"
-                                     f"Config `{config}`; each rung evaluated on `{base.eval.data}`.\n\n" + table(runs))
+    seed_values = [base.seed + s for s in range(seeds)]
+    reports = {rung: {str(seed): run_rung(rung_config(str(config), out / rung_dir(switches) / f"seed{seed}",
+                                                       switches, overrides, seed))
+                      for seed in seed_values}
+               for rung, switches in DESIGNS[design]}
+    runs = {rung: {seed: report["metrics"] for seed, report in by_seed.items()} for rung, by_seed in reports.items()}
+    result = {"config": str(config), "overrides": overrides, "design": design, "seeds": seed_values,
+              "steps": base.steps, "batch_size": base.batch_size, "runs": runs, "summary": _summary(runs),
+              "comparisons": _comparisons(runs, design)}
+    every_report = [r for by_seed in reports.values() for r in by_seed.values()]
+    result |= {key: ref for key, field in REFERENCES.items() if (ref := _reference(every_report, field))}
+    (out / "ablation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    (out / "ablation.md").write_text(_markdown(result, base.eval.data))
+    means, spreads = _columns(result["summary"])
+    radar(means, out / "ablation.png", spreads=spreads, floor=result.get("floor"))
     print(f"ablation: {out / 'ablation.md'}, {out / 'ablation.png'}")
-    return summary
+    return result

@@ -48,7 +48,7 @@ def _predict(a: argparse.Namespace) -> None:
 def _ablate(a: argparse.Namespace) -> None:
     from mtv.ablate import ablate
 
-    ablate(a.config, a.out, a.overrides)
+    ablate(a.config, a.out, a.overrides, seeds=a.seeds, design=a.design)
 
 
 def _demo(a: argparse.Namespace) -> None:
@@ -94,9 +94,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.set_defaults(fn=_predict)
 
-    b = sub.add_parser("ablate", help="the objective ladder VL, +SSL, +Grounding, +Depth: train, export, evaluate each")
+    b = sub.add_parser("ablate", help="objective ablation (the ladder VL, +SSL, +Grounding, +Depth by default): "
+                       "train, export, evaluate each rung over seeds")
     b.add_argument("--config", required=True, help="a training YAML with an eval section (see configs/ablation.yaml)")
     b.add_argument("--out", required=True)
+    b.add_argument("--seeds", type=int, default=3, help="seeds per rung: the config's seed, +1, ... (default 3)")
+    b.add_argument("--design", default="ladder",
+                   help="ladder (add one objective at a time), leave-one-out (drop one from all four) or pairs "
+                        "(VL plus one objective); default ladder")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides shared by every rung")
     b.set_defaults(fn=_ablate)
 

@@ -1,11 +1,13 @@
 """``mtv report RUN_DIR [RUN_DIR ...]``: several runs' ``report.json`` side by side — a radar plot in the style of
-the paper's Figure 1 (one filled polygon per run, each axis scaled to the runs' own range with the best value
-outermost, values written along the axes in the run's colour) and a markdown table."""
+the paper's Figure 1 (one filled polygon per run, or for `mtv ablate`'s seeds a mean ± std band; each axis scaled
+to the runs' own range with the best value outermost, values written along the axes in the run's colour) and a
+markdown table."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from mtv.errors import MTVError
@@ -38,15 +40,39 @@ def load_runs(run_dirs: list[str]) -> list[tuple[str, dict]]:
     return runs
 
 
-def _axis_positions(values: list[float], lower_better: bool) -> list[float]:
-    """Radius in [0.35, 1]: the runs' worst value sits inside, the best on the rim, so small gaps stay visible."""
+def _axis_scale(values: list[float], lower_better: bool) -> Callable[[float], float]:
+    """Radius in [0.35, 1] over ``values``' range: the worst sits inside, the best on the rim, so small gaps stay
+    visible. ``values`` holds everything drawn on the axis (means, band edges, floor) so none falls off it."""
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
-    return [0.35 + 0.65 * ((hi - v) if lower_better else (v - lo)) / span for v in values]
+    return lambda v: 0.35 + 0.65 * ((hi - v) if lower_better else (v - lo)) / span
 
 
-def radar(runs: list[tuple[str, dict]], path: str | os.PathLike) -> list[str]:
-    """Writes the radar PNG over the axes every run reports; returns those metric keys."""
+def _spreads(spreads: list[dict | None] | None, n: int) -> list[dict]:
+    """One metric -> std dict per run; a missing run or std (a single seed has none) counts as no spread."""
+    return [{k: v for k, v in (s or {}).items() if v is not None} for s in spreads or [None] * n]
+
+
+def _drawn(k: str, runs: list[tuple[str, dict]], spreads: list[dict], floor: dict) -> list[float]:
+    """Every value drawn on axis ``k``: each run's mean ± std, and the floor."""
+    return [v for (_, m), s in zip(runs, spreads) for v in (m[k] - s.get(k, 0), m[k] + s.get(k, 0))] \
+        + ([floor[k]] if k in floor else [])
+
+
+def _closed(angles, radii):
+    """The polygon's vertices with the first repeated at the end, so the outline closes."""
+    import numpy as np
+
+    return np.append(angles, angles[0]), np.append(radii, radii[0])
+
+
+def radar(runs: list[tuple[str, dict]], path: str | os.PathLike, spreads: list[dict | None] | None = None,
+          floor: dict | None = None) -> list[str]:
+    """Writes the radar PNG over the axes every run reports; returns those metric keys.
+
+    ``spreads`` (one dict of metric -> std per run, or ``None``) shades mean ± std around each run's polygon, so
+    gaps within seed noise look like it; ``floor`` (metric -> value of an untrained encoder) adds a dashed grey
+    polygon, the level training has to beat."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,8 +82,9 @@ def radar(runs: list[tuple[str, dict]], path: str | os.PathLike) -> list[str]:
     keys = [k for k in AXES if all(k in m for _, m in runs)]
     if len(keys) < 3:
         raise MTVError(f"the runs share {len(keys)} radar metric(s) ({', '.join(keys) or 'none'}); a radar needs 3")
+    spreads, floor = _spreads(spreads, len(runs)), floor or {}
+    scales = {k: _axis_scale(_drawn(k, runs, spreads, floor), k.endswith(LOWER_IS_BETTER)) for k in keys}
     angles = np.arange(len(keys)) * 2 * np.pi / len(keys)
-    radii = np.array([_axis_positions([m[k] for _, m in runs], k.endswith(LOWER_IS_BETTER)) for k in keys]).T
     fig = plt.figure(figsize=(8, 7))
     ax = fig.add_subplot(polar=True)
     ax.set_theta_offset(np.pi / 2)  # first axis at the top, then clockwise
@@ -69,10 +96,19 @@ def radar(runs: list[tuple[str, dict]], path: str | os.PathLike) -> list[str]:
     ax.set_xticklabels([AXES[k] for k in keys], fontsize=13, color="#444")
     ax.tick_params(axis="x", pad=22)
     ax.grid(color="#bbb")
-    for (name, metrics), r, colour in zip(runs, radii, COLOURS * 4):
-        closed_a, closed_r = np.append(angles, angles[0]), np.append(r, r[0])
+    if floor:  # NaN where the floor lacks an axis: the outline breaks there instead of inventing a value
+        ax.plot(*_closed(angles, [scales[k](floor[k]) if k in floor else np.nan for k in keys]), color="#888",
+                linestyle="--", linewidth=2, label="untrained floor")
+    for (name, metrics), spread, colour in zip(runs, spreads, COLOURS * 4):
+        r = [scales[k](metrics[k]) for k in keys]
+        closed_a, closed_r = _closed(angles, r)
         ax.plot(closed_a, closed_r, color=colour, linewidth=3, label=name)
-        ax.fill(closed_a, closed_r, color=colour, alpha=0.12)
+        if spread:
+            edges = [_closed(angles, [scales[k](metrics[k] + sign * spread.get(k, 0)) for k in keys])[1]
+                     for sign in (-1, 1)]
+            ax.fill_between(closed_a, *edges, color=colour, alpha=0.2, linewidth=0)
+        else:
+            ax.fill(closed_a, closed_r, color=colour, alpha=0.12)
         for a, rad, k in zip(angles, r, keys):
             ax.text(a, rad + 0.06, format_metric(k, metrics[k]).rstrip("%"), color=colour, fontsize=10,
                     ha="center", va="center")
@@ -83,12 +119,19 @@ def radar(runs: list[tuple[str, dict]], path: str | os.PathLike) -> list[str]:
     return keys
 
 
-def table(runs: list[tuple[str, dict]]) -> str:
-    """Every metric any run reports, one column per run; — where a run lacks it."""
+def table(runs: list[tuple[str, dict]], spreads: list[dict | None] | None = None) -> str:
+    """Every metric any run reports, one column per run; — where a run lacks it. With ``spreads`` (metric -> std
+    per run, or ``None``) a cell reads "mean ± std", so a difference can be judged against the noise."""
     keys = list(dict.fromkeys(k for _, m in runs for k in m))
+    spreads = _spreads(spreads, len(runs))
+
+    def cell(k: str, m: dict, s: dict) -> str:
+        if k not in m:
+            return "—"
+        return format_metric(k, m[k]) + (f" ± {format_metric(k, s[k])}" if k in s else "")
+
     lines = ["| metric | " + " | ".join(n for n, _ in runs) + " |", "|---|" + "---:|" * len(runs)]
-    lines += [f"| {k} | " + " | ".join(format_metric(k, m[k]) if k in m else "—" for _, m in runs) + " |"
-              for k in keys]
+    lines += [f"| {k} | " + " | ".join(cell(k, m, s) for (_, m), s in zip(runs, spreads)) + " |" for k in keys]
     return "\n".join(lines) + "\n"
 
 
