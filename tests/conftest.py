@@ -12,6 +12,20 @@ from mtv.data.shards import DATASET_META
 EVAL_TEMPLATES = ["a photo of a {}.", "a rendering of a {}."]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def mtv_cache(tmp_path_factory):
+    """Untrained floors are cached under $MTV_CACHE: one per test session, never the user's."""
+    import os
+
+    path = tmp_path_factory.mktemp("mtv_cache")
+    old, os.environ["MTV_CACHE"] = os.environ.get("MTV_CACHE"), str(path)
+    yield path
+    if old is None:
+        del os.environ["MTV_CACHE"]
+    else:
+        os.environ["MTV_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def eval_model_dir(tmp_path_factory):
     """A random `micro` SiglipModel + processor saved like an export, trained tokenizer included (~1 s).

@@ -104,3 +104,14 @@ def test_every_query_needs_a_match():
         match_matrix([[0], []], 2)
     with pytest.raises(ValueError):
         match_matrix([[0], [0]], 2)
+
+
+def test_effective_rank_counts_the_directions_used():
+    from mtv.eval.metrics import effective_rank
+
+    rng = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(16, 16, generator=rng))[0]
+    # 3 orthogonal directions with equal spread (±1 along each): rank 3; an added constant changes nothing
+    rows = torch.cat([basis[:3], -basis[:3]]) + 5.0
+    assert effective_rank(rows) == pytest.approx(3.0, rel=1e-6)
+    assert effective_rank(torch.ones(10, 4)) == 0.0  # every row the same: no direction is used

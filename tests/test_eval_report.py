@@ -33,6 +33,22 @@ def test_compare_writes_radar_and_table(tmp_path, capsys):
     assert "| grounding_acc50 | — | 50.0% |" in md
 
 
+def test_compare_names_same_named_runs_apart_and_shows_their_floor(tmp_path):
+    runs = []
+    for name, floor in (("a", 0.2), ("b", 0.4)):
+        (tmp_path / name).mkdir()
+        run = _run(tmp_path / name / "eval", 1.0)
+        report = json.loads((tmp_path / name / "eval" / "report.json").read_text())
+        report |= {"metrics_floor": {"seg_miou": floor}, "metrics_prior": {"seg_miou": 0.1}}
+        (tmp_path / name / "eval" / "report.json").write_text(json.dumps(report))
+        runs.append(run)
+    compare(runs, tmp_path / "cmp")
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    # two floors that differ are averaged into one reference column
+    assert "| metric | a/eval | b/eval | untrained floor | image-free prior |" in md
+    assert "| seg_miou | 40.0% | 40.0% | 30.0% | 10.0% |" in md
+
+
 def test_axes_put_the_best_run_on_the_rim_whichever_direction_is_better():
     up, down, flat = _axis_scale([0.2, 0.4], False), _axis_scale([0.2, 0.4], True), _axis_scale([0.3, 0.3], False)
     assert [up(0.2), up(0.4)] == [0.35, 1.0] and [down(0.2), down(0.4)] == [1.0, 0.35] and flat(0.3) == 0.35
@@ -49,8 +65,10 @@ def test_user_mistakes(tmp_path, capsys):
     assert "report.json: not found" in capsys.readouterr().err
     few = _run(tmp_path / "few", 1.0)
     (tmp_path / "few" / "report.json").write_text(json.dumps({"metrics": {"seg_miou": 0.1}}))
-    assert main(["report", few, "--out", str(tmp_path / "o")]) == 2
-    assert "a radar needs 3" in capsys.readouterr().err
+    # too few shared metrics for a radar: the table is still written, and the output says why there is no radar
+    assert main(["report", few, "--out", str(tmp_path / "o")]) == 0
+    assert "no radar" in capsys.readouterr().out and not (tmp_path / "o" / "radar.png").exists()
+    assert "| seg_miou | 10.0% |" in (tmp_path / "o" / "compare.md").read_text()
     assert table([("a", {"x_rmse": 1.0}), ("b", {"y": 0.5})]).count("—") == 2
 
 

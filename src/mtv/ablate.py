@@ -20,7 +20,7 @@ from pathlib import Path
 from mtv import stats
 from mtv.config import TrainConfig, load_config
 from mtv.errors import MTVError
-from mtv.eval.radar import radar, table
+from mtv.eval.radar import radar, reference_level, table
 from mtv.eval.report import LOWER_IS_BETTER, format_metric
 from mtv.eval.suite import run_suite
 from mtv.export import export
@@ -102,16 +102,6 @@ def _comparisons(runs: dict[str, dict[str, dict]], design: str) -> list[dict]:
     return found
 
 
-def _reference(reports: list[dict], key: str) -> dict:
-    """A reference level (untrained floor, image-free prior) the eval reports carry: one value per metric, the
-    mean over reports only where they differ (the floor's probes follow the eval seed)."""
-    values: dict[str, list[float]] = {}
-    for report in reports:
-        for k, v in report.get(key, {}).items():
-            values.setdefault(k, []).append(v)
-    return {k: vs[0] if len(set(vs)) == 1 else stats.mean(vs) for k, vs in values.items()}
-
-
 def _columns(summary: dict) -> tuple[list[tuple[str, dict]], list[dict]]:
     """The summary as the radar and table take it: (rung, metric -> mean) runs and their metric -> std spreads."""
     return ([(rung, {k: s["mean"] for k, s in by_metric.items()}) for rung, by_metric in summary.items()],
@@ -179,7 +169,7 @@ def ablate(config: str | os.PathLike, out: str | os.PathLike, overrides: list[st
               "steps": base.steps, "batch_size": base.batch_size, "runs": runs, "summary": _summary(runs),
               "comparisons": _comparisons(runs, design)}
     every_report = [r for by_seed in reports.values() for r in by_seed.values()]
-    result |= {key: ref for key, field in REFERENCES.items() if (ref := _reference(every_report, field))}
+    result |= {key: ref for key, field in REFERENCES.items() if (ref := reference_level(every_report, field))}
     (out / "ablation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     (out / "ablation.md").write_text(_markdown(result, base.eval.data))
     means, spreads = _columns(result["summary"])

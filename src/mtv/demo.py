@@ -47,6 +47,7 @@ def _quickstart_image(val: Path, out: Path) -> tuple[Path, str]:
 
 
 def run_demo(out: str | os.PathLike = "runs/demo", steps: int | None = None) -> dict:
+    from mtv.eval.report import format_metric
     from mtv.eval.suite import run_suite
     from mtv.export import export
     from mtv.train import train
@@ -66,6 +67,11 @@ def run_demo(out: str | os.PathLike = "runs/demo", steps: int | None = None) -> 
     print(f"held-out zero-shot top-1 {m['zeroshot_top1']:.1%} (chance {report['chance']['zeroshot_top1']:.1%}), "
           f"top-5 {m['zeroshot_top5']:.1%}; retrieval R@1 image→text {m['retrieval_i2t_r1']:.1%}, "
           f"text→image {m['retrieval_t2i_r1']:.1%}; the full table: {out / 'report.md'}")
+    floor, prior = report["metrics_floor"], report["metrics_prior"]
+    for k in ("seg_miou", "depth_rmse", "corr_geo_recall", "corr_sem_pck"):
+        if k in m and k in floor:
+            print(f"  {k}: {format_metric(k, m[k])}, untrained floor {format_metric(k, floor[k])}"
+                  + (f", image-free prior {format_metric(k, prior[k])}" if k in prior else ""))
 
     image, cls = _quickstart_image(val_dir, out)
     other = "blue sphere" if cls != "blue sphere" else "red cube"

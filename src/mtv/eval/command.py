@@ -11,10 +11,17 @@ def _eval(a: argparse.Namespace) -> None:
 
         evaluate(a.model, a.data, a.out, batch_size=a.batch_size, max_samples=a.max_samples)
         return
+    from mtv.eval.report import format_metric
     from mtv.eval.suite import run_suite
 
     r = run_suite(a.model, a.data, a.out, a.suite, train=a.train, batch_size=a.batch_size,
-                  max_samples=a.max_samples, cache=not a.no_cache, seed=a.seed, epochs=a.epochs)
+                  max_samples=a.max_samples, cache=not a.no_cache, seed=a.seed, epochs=a.epochs,
+                  floor=False if a.no_floor else None)
+    floor = r["metrics_floor"]
+    for k in ("zeroshot_top1", "seg_miou", "depth_rmse", "corr_geo_recall", "corr_sem_pck", "grounding_acc50"):
+        if k in r["metrics"]:
+            print(f"  {k}: {format_metric(k, r['metrics'][k])}"
+                  + (f" (untrained floor {format_metric(k, floor[k])})" if k in floor else ""))
     print(f"eval: {len(r['metrics'])} metrics from {len(r['probes']) - len(r['not_run'])} probes"
           + (f", not run: {', '.join(r['not_run'])}" if r["not_run"] else "")
           + f", skipped {r['skipped']['total']} — {a.out}/report.md")
@@ -24,7 +31,8 @@ def _report(a: argparse.Namespace) -> None:
     from mtv.eval.radar import compare
 
     s = compare(a.runs, a.out)
-    print(f"wrote {s['radar']} ({len(s['axes'])} axes) and {s['table']}")
+    print(f"wrote {s['radar']} ({len(s['axes'])} axes) and {s['table']}" if s["radar"] else
+          f"wrote {s['table']} (no radar: the runs share fewer than 3 of its metrics)")
 
 
 def add_parser(sub) -> None:
@@ -41,6 +49,8 @@ def add_parser(sub) -> None:
     v.add_argument("--seed", type=int, default=0, help="probe seed (recorded)")
     v.add_argument("--epochs", type=int, help="override the probes' epoch budgets (recorded)")
     v.add_argument("--no-cache", action="store_true", help="recompute frozen features for every probe")
+    v.add_argument("--no-floor", action="store_true",
+                   help="skip the untrained floor (on by default for world data; cached under $MTV_CACHE)")
     v.set_defaults(fn=_eval)
 
     r = sub.add_parser("report", help="overlay several eval runs: radar plot + side-by-side table")

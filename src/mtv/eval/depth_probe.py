@@ -101,11 +101,17 @@ def train_depth_probe(layers: torch.Tensor, grid: tuple[int, int], targets: torc
 @torch.no_grad()
 def evaluate_depth_probe(probe: DepthProbe, layers: torch.Tensor, grid: tuple[int, int],
                          targets: list[torch.Tensor], protocol: DepthProtocol) -> tuple[dict[str, float], int]:
+    """`score_depth_maps` of the probe's predictions, each at its target's size."""
+    preds = [probe(x[None], grid, tuple(target.shape))[0] for x, target in zip(layers, targets)]
+    return score_depth_maps(preds, targets, protocol)
+
+
+def score_depth_maps(preds: list[torch.Tensor], targets: list[torch.Tensor],
+                     protocol: DepthProtocol) -> tuple[dict[str, float], int]:
     """Per-image RMSE, AbsRel, δ1-3, raw and after a least-squares scale-and-shift alignment, averaged over
     images; returns the metrics and the number of images skipped for having no valid pixel."""
     raw, aligned, skipped = [], [], 0
-    for x, target in zip(layers, targets):
-        pred = probe(x[None], grid, tuple(target.shape))[0]
+    for pred, target in zip(preds, targets):
         valid = protocol.mask(target)
         errors = depth_errors(pred, target, valid)
         if errors is None:

@@ -115,3 +115,14 @@ def binned_recall(hits: torch.Tensor, values: torch.Tensor, edges: Sequence[floa
         if sel.any():
             out[(lo, hi)] = hits[sel].double().mean().item()
     return out
+
+
+def effective_rank(x: torch.Tensor) -> float:
+    """exp(entropy) of the normalised singular values of the centred rows (Roy & Vetterli, 2007): k for k equal
+    directions, near 1 for collapsed features; says how many dimensions a representation actually uses."""
+    s = torch.linalg.svdvals(x.double() - x.double().mean(0))
+    if s.sum() <= 1e-12 * x.double().abs().max().clamp_min(1):
+        return 0.0
+    p = s / s.sum()
+    p = p[p > 0]
+    return torch.exp(-(p * p.log()).sum()).item()

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from mtv import stats
 from mtv.errors import MTVError
 from mtv.eval.report import LOWER_IS_BETTER, format_metric
 
@@ -27,17 +28,32 @@ AXES = {
 COLOURS = ["#5cb87a", "#4a8fe7", "#ff7f0e", "#d14d4d", "#9467bd", "#8c564b"]
 
 
-def load_runs(run_dirs: list[str]) -> list[tuple[str, dict]]:
-    runs = []
+def load_reports(run_dirs: list[str]) -> list[tuple[str, dict]]:
+    """(name, report) per directory; the name is the directory's, or its last two parts where two runs share
+    one (``runs/a/eval``, ``runs/b/eval``)."""
+    reports = []
     for d in run_dirs:
         path = Path(d) / "report.json"
         if not path.exists():
             raise MTVError(f"{path}: not found; pass run directories written by mtv eval")
         try:
-            runs.append((Path(d).name or str(d), json.loads(path.read_text())["metrics"]))
-        except (json.JSONDecodeError, KeyError) as e:
+            report = json.loads(path.read_text())
+            report["metrics"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise MTVError(f"{path}: not an mtv eval report ({type(e).__name__})") from None
-    return runs
+        reports.append((Path(d).resolve(), report))
+    names = [p.name for p, _ in reports]
+    return [(p.name if names.count(p.name) == 1 else f"{p.parent.name}/{p.name}", r) for p, r in reports]
+
+
+def reference_level(reports: list[dict], key: str) -> dict:
+    """A reference level the reports carry (``metrics_floor``, ``metrics_prior``): one value per metric, the mean
+    over reports only where they differ (each seed's floor has its own init and probe seed)."""
+    values: dict[str, list[float]] = {}
+    for report in reports:
+        for k, v in report.get(key, {}).items():
+            values.setdefault(k, []).append(v)
+    return {k: vs[0] if len(set(vs)) == 1 else stats.mean(vs) for k, vs in values.items()}
 
 
 def _axis_scale(values: list[float], lower_better: bool) -> Callable[[float], float]:
@@ -136,10 +152,16 @@ def table(runs: list[tuple[str, dict]], spreads: list[dict | None] | None = None
 
 
 def compare(run_dirs: list[str], out: str | os.PathLike) -> dict:
-    """``radar.png`` and ``compare.md`` in ``out``."""
-    runs = load_runs(run_dirs)
+    """``compare.md`` in ``out``, with the runs' untrained floor and image-free prior as extra columns, and
+    ``radar.png`` when the runs share at least 3 radar metrics (``radar`` is None otherwise)."""
+    named = load_reports(run_dirs)
+    runs = [(name, report["metrics"]) for name, report in named]
+    reports = [report for _, report in named]
+    floor, prior = reference_level(reports, "metrics_floor"), reference_level(reports, "metrics_prior")
+    refs = [(title, ref) for title, ref in (("untrained floor", floor), ("image-free prior", prior)) if ref]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    keys = radar(runs, out / "radar.png")
-    (out / "compare.md").write_text("# Runs side by side\n\n" + table(runs))
-    return {"radar": str(out / "radar.png"), "table": str(out / "compare.md"), "axes": keys}
+    (out / "compare.md").write_text("# Runs side by side\n\n" + table(runs + refs))
+    shared = [k for k in AXES if all(k in m for _, m in runs)]
+    keys = radar(runs, out / "radar.png", floor=floor) if len(shared) >= 3 else []
+    return {"radar": str(out / "radar.png") if keys else None, "table": str(out / "compare.md"), "axes": keys}

@@ -30,13 +30,29 @@ def _render_suite(report: dict) -> list[str]:
     sizes = ", ".join(f"{name} {n}" for name, n in report["num_samples"].items())
     lines = [f"# Evaluation of `{report['model']}` — suite `{report['suite']}`", "",
              f"Data: `{report['data']}`" + (f", probes trained on `{report['train']}`" if report.get("train") else "")
-             + f" — images: {sizes}.", "", "| metric | value | chance |", "|---|---:|---:|"]
-    chance = report.get("chance", {})
+             + f" — images: {sizes}.", ""]
+    refs = {"untrained floor": report.get("metrics_floor", {}), "image-free prior": report.get("metrics_prior", {}),
+            "chance": report.get("chance", {})}
+    refs = {title: ref for title, ref in refs.items() if ref or title == "chance"}
+    lines += ["| metric | value | " + " | ".join(refs) + " |", "|---|---:|" + "---:|" * len(refs)]
     for name, value in report["metrics"].items():
-        base = format_metric(name, chance[name]) if name in chance else "—"
-        lines.append(f"| {name} | {format_metric(name, value)} | {base} |")
+        cells = [format_metric(name, ref[name]) if name in ref else "—" for ref in refs.values()]
+        lines.append(f"| {name} | {format_metric(name, value)} | " + " | ".join(cells) + " |")
     lines += ["", "Lower is better for rmse and absrel; every other metric is a fraction of 1 shown in %."]
-    probes = {k: v for k, v in report["config"].items() if isinstance(v, dict)}
+    floor = report.get("config", {}).get("floor")
+    if floor:
+        lines += ["", f"Untrained floor: the same probes, seeds and data on an encoder of this architecture that "
+                      f"took no training step, built with init seed {floor['seed']} ({floor['source']}). "
+                      "Image-free prior: a prediction that never looks at the test image (docs/EVALUATION.md)."]
+    diag = report.get("diagnostics")
+    if diag:
+        floor_diag = (floor or {}).get("diagnostics") or {}
+        lines += ["", "Effective rank of the held-out features (exp entropy of the singular values, out of "
+                      f"{diag['dims']} dimensions): pooled {diag['pooled_effective_rank']:.1f}, patch tokens "
+                      f"{diag['tokens_effective_rank']:.1f}"
+                  + (f"; untrained floor: pooled {floor_diag['pooled_effective_rank']:.1f}, patch tokens "
+                     f"{floor_diag['tokens_effective_rank']:.1f}" if floor_diag else "") + "."]
+    probes = {k: v for k, v in report["config"].items() if isinstance(v, dict) and k != "floor"}
     if probes:
         lines += ["", "## Probe settings", ""]
         lines += [f"- **{name}**: " + "; ".join(f"{k} {v}" for k, v in cfg.items() if k != "per_class")

@@ -11,7 +11,9 @@ cannot run (no heads, no training split, a benchmark not on disk in a preset sui
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -28,8 +30,10 @@ from mtv.eval.benchmarks.world import load_world
 from mtv.eval.correspondence import geo_metrics, match, score_geo_pair
 from mtv.eval.depth_probe import evaluate_depth_probe, train_depth_probe
 from mtv.eval.features import embed_texts
+from mtv.eval.floor import floor_report_dir, publish, untrained_model
 from mtv.eval.heads import eval_depth_head, eval_grounding
-from mtv.eval.metrics import IGNORE, pck
+from mtv.eval.metrics import IGNORE, effective_rank, pck
+from mtv.eval.priors import depth_prior, geo_prior, sem_prior, seg_prior
 from mtv.eval.report import versions, write_report
 from mtv.eval.segmentation import ProbeBudget, evaluate_seg, train_linear_seg
 from mtv.heads import load_heads
@@ -39,6 +43,7 @@ from mtv.models.tokenizer import load_processor
 from mtv.models.vision import encode_images
 
 PROBES = ("zeroshot", "retrieval", "seg", "depth", "corr_geo", "corr_sem", "depth_head", "grounding")
+NEEDS_HEADS = ("depth_head", "grounding")  # an untrained encoder has no heads: these have no floor
 SUITES = {"world": PROBES, "real": PROBES}
 GEO_THRESHOLDS = (0.01, 0.05, 0.10)  # fractions of the target image's longer side
 GEO_HEADLINE = 0.05
@@ -132,6 +137,7 @@ class Context:
     progress: bool
     seg_budget: ProbeBudget
     depth_budget: ProbeBudget
+    prior: dict  # the image-free reference of each dense metric (`mtv.eval.priors`), filled by the probes
 
 
 def _resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -195,6 +201,7 @@ def probe_seg(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, dict
     labels = torch.stack([_resize_nearest(m, size).long() for m in maps_tr])
     probe = train_linear_seg(ftr.tokens[idx_tr], ftr.grid, labels, len(classes), ctx.seg_budget)
     scores = evaluate_seg(probe, fte.tokens[idx_te], fte.grid, [m.long() for m in maps_te], len(classes))
+    ctx.prior.update(seg_prior(maps_tr, maps_te, len(classes)))
     return {"seg_miou": scores["miou"], "seg_pixel_acc": scores["pixel_acc"]}, {}, \
         {**ctx.seg_budget.as_dict(), "features": "final patch tokens", "n_train": len(idx_tr),
          "n_test": len(idx_te), "classes": len(classes), "train_label_size": list(size),
@@ -214,6 +221,7 @@ def probe_depth(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, di
     probe = train_depth_probe(ftr.layers[idx_tr][:, pos], ftr.grid, targets, protocol, ctx.depth_budget)
     scores, skipped = evaluate_depth_probe(probe, fte.layers[idx_te][:, pos], fte.grid, maps_te, protocol)
     test.skipped["depth/no_valid_pixel"] += skipped
+    ctx.prior.update(depth_prior(maps_tr, maps_te, protocol))
     return {f"depth_{k}": v for k, v in scores.items()}, {}, \
         {**ctx.depth_budget.as_dict(), **protocol.describe(), "n_train": len(idx_tr), "n_test": len(idx_te),
          "layers": depth_layers(ctx.model.config.vision_config.num_hidden_layers),
@@ -232,16 +240,19 @@ def probe_corr_geo(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
     fa = ctx.store(test)
     partner = test.partner or test
     fb = fa if partner is test else ctx.store(partner)
-    results = []
+    results, scored = [], []
     for p in test.geo_pairs:
         if not (fa.ok[p.a] and fb.ok[p.b]):
             test.skipped["corr_geo/bad_image"] += 1
             continue
         results.append(score_geo_pair(p, _feature_map(fa, p.a), fa.sizes[p.a], _feature_map(fb, p.b),
                                       fb.sizes[p.b]))
+        scored.append(p)
     if not results:
         raise NotRun("no pair had both images readable")
     metrics, cfg = geo_metrics(results, GEO_THRESHOLDS, GEO_HEADLINE)
+    ctx.prior.update(geo_prior(scored, [fa.sizes[p.a] for p in scored], [fb.sizes[p.b] for p in scored],
+                               GEO_THRESHOLDS, GEO_HEADLINE))
     return metrics, {}, {"pairs": len(results), "matches": int(sum(len(r.px) for r in results)),
                          "thresholds": "fraction of the target image's longer side", "headline": GEO_HEADLINE,
                          "features": "final patch tokens, bilinear upsampling, cosine nearest neighbour", **cfg}
@@ -252,10 +263,12 @@ def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
         raise NotRun(f"{test.name} has no keypoint pairs")
     feats = ctx.store(test)
     per_class: dict[str, list[torch.Tensor]] = {}
+    scored = []
     for p in test.sem_pairs:
         if not (feats.ok[p.a] and feats.ok[p.b]):
             test.skipped["corr_sem/bad_image"] += 1
             continue
+        scored.append(p)
         pred = match(_feature_map(feats, p.a), feats.sizes[p.a], p.pts_a, _feature_map(feats, p.b),
                      feats.sizes[p.b])
         x0, y0, x1, y1 = p.bbox
@@ -264,6 +277,7 @@ def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
     if not per_class:
         raise NotRun("no pair had both images readable")
     by_class = {c: torch.cat(h).double().mean().item() for c, h in per_class.items()}
+    ctx.prior.update(sem_prior(scored, [feats.sizes[p.a] for p in scored], [feats.sizes[p.b] for p in scored], 0.1))
     return {"corr_sem_pck": sum(by_class.values()) / len(by_class)}, {}, \
         {"pairs": sum(len(h) for h in per_class.values()), "alpha": 0.1, "bbox": "max(w, h) of the target box",
          "averaging": "per keypoint within a class, then over classes", "per_class": by_class}
@@ -345,13 +359,36 @@ def _is_world(data: str) -> bool:
     return data.endswith(".tar") or "{" in data or any(n.endswith(".tar") for n in os.listdir(data))
 
 
+def _floor(model_dir: str, probes: list[str], settings: dict, progress: bool) -> tuple[dict, dict | None]:
+    """Metrics of the untrained twin of ``model_dir`` (`mtv.eval.floor`) under the same ``settings``, computed
+    once per model, data and settings and then read from the cache."""
+    wanted = [p for p in probes if p not in NEEDS_HEADS]
+    if not wanted:
+        return {}, None
+    untrained, recipe = untrained_model(model_dir)
+    final = floor_report_dir(untrained, {**settings, "probes": wanted})
+    cached = (final / "report.json").exists()
+    if not cached:
+        tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        run_suite(untrained, out=tmp, suite=",".join(wanted), floor=False, progress=progress, **settings)
+        publish(tmp, final)
+    floor = json.loads((final / "report.json").read_text())
+    return floor["metrics"], {**recipe, "model": str(untrained), "report": str(final / "report.json"),
+                              "cached": cached, "diagnostics": floor.get("diagnostics", {})}
+
+
 def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, suite: str = "world",
               train: str | os.PathLike | None = None, batch_size: int = 64, max_samples: int | None = None,
-              cache: bool = True, seed: int = 0, epochs: int | None = None, progress: bool = True) -> dict:
+              cache: bool = True, seed: int = 0, epochs: int | None = None, progress: bool = True,
+              floor: bool | None = None) -> dict:
     """Runs the probes of ``suite`` and writes report.json and report.md in ``out``; returns the report.
 
     ``data``: world held-out shards, or the real benchmarks' root; ``train``: world shards the seg and depth
-    probes train on. ``epochs`` overrides both probes' budgets (recorded). Cheap checks come before features."""
+    probes train on. ``epochs`` overrides both probes' budgets (recorded). ``floor`` (default: on world data)
+    adds ``metrics_floor``, the same probes on an untrained encoder of the same architecture and init seed.
+    Cheap checks come before features."""
     model_dir, data, out = str(model_dir), str(data), str(out)
     if batch_size < 1 or (max_samples is not None and max_samples < 1) or (epochs is not None and epochs < 1):
         raise MTVError(f"eval: batch_size ({batch_size}), max_samples ({max_samples}) and epochs ({epochs}) "
@@ -361,6 +398,7 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
     if not os.path.exists(data):
         raise MTVError(f"{data}: no such data directory")
     world = preset == "world" or (preset is None and _is_world(data))
+    floor = world if floor is None else floor
     source = WorldData(data, str(train) if train else None, max_samples, seed) if world \
         else RealData(data, max_samples)
     model = load_siglip(model_dir)
@@ -372,7 +410,7 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
     seg_budget, depth_budget = (replace(b, seed=seed, **({"epochs": epochs} if epochs else {}))
                                 for b in (SEG_BUDGET, DEPTH_BUDGET))
     ctx = Context(model, processor, heads, FeatureStore(model, processor, layer_ids, batch_size, cache, progress),
-                  batch_size, progress, seg_budget, depth_budget)
+                  batch_size, progress, seg_budget, depth_budget, {})
 
     metrics, chance, not_run, configs, timings = {}, {}, {}, {}, {}
     bar = tqdm(probes, desc="eval", unit="probe", disable=not progress)
@@ -396,6 +434,19 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
         timings[name] = round(time.perf_counter() - start, 3)
     bar.close()
 
+    diagnostics = {}
+    if world and cache and ctx.store.passes:
+        feats = ctx.store(source.test)
+        diagnostics = {"pooled_effective_rank": effective_rank(feats.pooled[feats.ok]),
+                       "tokens_effective_rank": effective_rank(feats.tokens[feats.ok].flatten(0, 1)),
+                       "dims": feats.tokens.shape[-1]}
+    metrics_floor, floor_info = {}, None
+    if floor:
+        settings = {"data": data, "train": str(train) if train else None, "batch_size": batch_size,
+                    "max_samples": max_samples, "cache": cache, "seed": seed, "epochs": epochs}
+        metrics_floor, floor_info = _floor(model_dir, probes, settings, progress)
+        metrics_floor = {k: v for k, v in metrics_floor.items() if k in metrics}
+
     splits = source.all_splits()
     skipped = Counter()
     for s in splits:
@@ -403,12 +454,14 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
     vision = model.config.vision_config
     report = {
         "model": model_dir, "suite": suite, "data": data, "train": str(train) if train else None,
-        "probes": probes, "metrics": metrics, "chance": chance, "not_run": not_run,
+        "probes": probes, "metrics": metrics, "metrics_floor": metrics_floor,
+        "metrics_prior": {k: v for k, v in ctx.prior.items() if k in metrics}, "chance": chance, "not_run": not_run,
         "num_samples": {s.name: len(s) for s in splits},
         "skipped": {"total": sum(skipped.values()), **dict(sorted(skipped.items()))},
         "config": {"batch_size": batch_size, "max_samples": max_samples, "cache": cache, "seed": seed,
                    "resolution": vision.image_size, "patch_size": vision.patch_size, "feature_layers": layer_ids,
-                   "heads": sorted(heads), "feature_passes": ctx.store.passes, **configs},
+                   "heads": sorted(heads), "feature_passes": ctx.store.passes, "floor": floor_info, **configs},
+        "diagnostics": diagnostics,
         "timings_s": timings,
         "versions": versions(),
     }

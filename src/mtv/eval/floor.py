@@ -1,0 +1,91 @@
+"""The untrained floor of a report: an encoder of the evaluated model's architecture that never took a step,
+built with the init seed and logit initialisation its training used (read from ``mtv_export.json``), so that
+"trained minus floor" is what training changed and nothing else.
+
+Both the untrained model and its report are cached under ``$MTV_CACHE`` (default ``~/.cache/mtv``): the model
+per architecture and init, the report per model, data, probe list and probe settings, so the floor costs
+nothing the second time. Entries appear whole or not at all (written under a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from transformers import SiglipConfig
+
+from mtv import __version__
+from mtv.data.shards import DATASET_META
+from mtv.models.siglip import build_model
+
+# the export's own files that are not the tokenizer or image processor
+_MODEL_FILES = {"config.json", "model.safetensors", "pytorch_model.bin", "mtv_export.json", "heads.safetensors",
+                "heads.json", "generation_config.json"}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MTV_CACHE") or Path.home() / ".cache" / "mtv")
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def init_recipe(model_dir: str | os.PathLike) -> dict:
+    """Seed and logit init of the model's training run; SigLIP's defaults and seed 0 for a model we did not
+    train (its ``source`` says which)."""
+    path = Path(model_dir) / "mtv_export.json"
+    if path.exists():
+        cfg = json.loads(path.read_text())["config"]
+        return {"seed": cfg["seed"], "init_logit_scale": cfg["model"]["init_logit_scale"],
+                "init_logit_bias": cfg["model"]["init_logit_bias"], "source": "mtv_export.json"}
+    return {"seed": 0, "init_logit_scale": 10.0, "init_logit_bias": -10.0,
+            "source": "defaults (the model has no mtv_export.json)"}
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Renames a finished entry into place; another process that got there first wins, its entry is the same."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not (final / "config.json").exists() and not (final / "report.json").exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def untrained_model(model_dir: str | os.PathLike) -> tuple[Path, dict]:
+    """The cached untrained twin of ``model_dir`` (weights from the init seed, the same tokenizer and image
+    processor files) and its init recipe."""
+    model_dir = Path(model_dir)
+    recipe = init_recipe(model_dir)
+    config = SiglipConfig.from_pretrained(model_dir)
+    arch = {k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    out = cache_root() / "untrained" / _digest({"arch": arch, "recipe": recipe, "mtv": __version__})
+    if (out / "config.json").exists():
+        return out, recipe
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_model(config, recipe["init_logit_scale"], recipe["init_logit_bias"], seed=recipe["seed"]).save_pretrained(tmp)
+    for f in model_dir.iterdir():
+        if f.is_file() and f.name not in _MODEL_FILES:
+            shutil.copy(f, tmp / f.name)
+    publish(tmp, out)
+    return out, recipe
+
+
+def _data_id(path: str | os.PathLike | None) -> dict | None:
+    """What identifies a dataset for the cache: its real path, and for world shards the settings they were
+    drawn with (a world regenerated with the same settings is the same world)."""
+    if path is None:
+        return None
+    meta = Path(path) / DATASET_META
+    return {"path": os.path.realpath(path), "meta": meta.read_text() if meta.is_file() else None}
+
+
+def floor_report_dir(untrained: Path, settings: dict) -> Path:
+    """Where the floor report of ``untrained`` under ``settings`` (data, probes, seeds, budgets) is kept."""
+    key = {**settings, "data": _data_id(settings["data"]), "train": _data_id(settings.get("train"))}
+    return untrained / "floors" / _digest(key)
