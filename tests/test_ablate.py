@@ -159,3 +159,16 @@ def test_ablation_writes_table_json_and_radar(tmp_path):
     md = (tmp_path / "out" / "ablation.md").read_text()
     assert "| metric | VL | +SSL | +Grounding | +Depth |" in md and "| +SSL vs VL |" in md
     assert (tmp_path / "out" / "ablation.png").stat().st_size > 10_000
+
+
+def test_cli_passes_seeds_design_and_overrides(tmp_path, fake_stages, capsys):
+    from mtv.cli import main
+
+    path = str(write_config(tmp_path, eval={"data": str(tmp_path)}))
+    assert main(["ablate", "--config", path, "--out", str(tmp_path / "out"), "--seeds", "2",
+                 "--design", "leave-one-out", "seed=4"]) == 0
+    saved = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert saved["design"] == "leave-one-out" and saved["seeds"] == [4, 5] and saved["overrides"] == ["seed=4"]
+    assert main(["ablate", "--config", path, "--out", str(tmp_path / "o2"), "--design", "nope"]) == 2
+    assert main(["ablate", "--config", path, "--out", str(tmp_path / "o3"), "--seeds", "0"]) == 2
+    assert "seeds must be at least 1" in capsys.readouterr().err

@@ -103,3 +103,11 @@ def test_cli_prints_the_error_without_traceback(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mtv eval: error: ") and err.count("\n") == 1
+
+
+def test_cli_prints_the_headline_numbers_and_where_the_report_is(eval_model_dir, eval_shards, tmp_path, capsys):
+    assert main(["eval", "--model", str(eval_model_dir), "--data", str(eval_shards), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert f"zeroshot_top1 {report['metrics']['zeroshot_top1']:.1%}" in printed
+    assert f"{tmp_path}/report.md" in printed

@@ -9,7 +9,8 @@ def _eval(a: argparse.Namespace) -> None:
     if a.suite is None:
         from mtv.eval import evaluate
 
-        evaluate(a.model, a.data, a.out, batch_size=a.batch_size, max_samples=a.max_samples)
+        r = evaluate(a.model, a.data, a.out, batch_size=a.batch_size, max_samples=a.max_samples)
+        print("eval: " + ", ".join(f"{k} {v:.1%}" for k, v in r["metrics"].items()) + f" — {a.out}/report.md")
         return
     from mtv.eval.report import format_metric
     from mtv.eval.suite import run_suite

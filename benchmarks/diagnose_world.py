@@ -1,0 +1,124 @@
+"""The measurements behind docs/DIAGNOSIS.md: why a trained encoder does (not) beat its untrained floor on the
+world suite. Each prints figures; none changes a file.
+
+    python benchmarks/diagnose_world.py teacher RUN_DIR         # SSL teacher-target and student entropy
+    python benchmarks/diagnose_world.py layers EXPORT_DIR       # seg and geo probes on every layer, vs the floor
+    python benchmarks/diagnose_world.py depth-budget EXPORT_DIR # the depth probe at other lr / epoch budgets
+
+``--val`` and ``--train`` name the world splits (default: the demo's), ``--max-samples`` caps each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import tempfile
+
+import torch
+import torch.nn.functional as F
+
+from common import machine
+from mtv.eval import suite
+from mtv.eval.benchmarks import open_image
+from mtv.eval.benchmarks.world import load_world
+from mtv.eval.correspondence import geo_metrics, score_geo_pair
+from mtv.eval.floor import untrained_model
+from mtv.eval.segmentation import evaluate_seg, train_linear_seg
+from mtv.models.siglip import load_siglip
+from mtv.models.tokenizer import load_processor
+
+
+def _entropy(p: torch.Tensor) -> float:
+    return -(p * p.clamp_min(1e-12).log()).sum(-1).mean().item()
+
+
+@torch.no_grad()
+def teacher(a: argparse.Namespace) -> None:
+    """How much the DINO targets say: near log K the student has nothing to learn from them."""
+    from transformers import SiglipConfig, SiglipModel
+
+    from mtv.config import TrainConfig
+    from mtv.losses.dino import sinkhorn_knopp
+    from mtv.models.vision import encode_images
+    from mtv.objectives.self_supervised import SelfSupervised
+    from mtv.train import checkpoint
+
+    state = checkpoint.load(a.path)
+    cfg = TrainConfig.model_validate(state["config"]).ssl
+    model = SiglipModel(SiglipConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    ssl = SelfSupervised(model.vision_model, model.config.vision_config.hidden_size, cfg)
+    ssl.load_state_dict(state["objectives"]["ssl"])
+    model.eval(), ssl.eval()
+    split = load_world(a.val, "test", a.max_samples)
+    processor = load_processor(f"{a.path}/processor")
+    px = processor(images=[open_image(s) for s in split.images], return_tensors="pt")["pixel_values"]
+    logits = ssl.teacher["head"](encode_images(ssl.teacher["tower"], px).pooled)
+    student = ssl.head(encode_images(model.vision_model, px).pooled)
+    print(f"step {state['step']}, {cfg.prototypes} prototypes (log K = {math.log(cfg.prototypes):.2f}), "
+          f"{len(px)} held-out images; teacher logits span {logits.min():.3f} .. {logits.max():.3f}")
+    for temp in (cfg.teacher_temp_start, cfg.teacher_temp_end):
+        q = sinkhorn_knopp(logits, temp, cfg.sinkhorn_iters)
+        print(f"  teacher targets at temperature {temp}: entropy {_entropy(q):.3f}, "
+              f"mean top probability {q.max(1).values.mean():.4f}")
+    print(f"  student predictions at temperature {cfg.student_temp}: entropy "
+          f"{_entropy((student / cfg.student_temp).softmax(-1)):.3f}")
+
+
+def _twins(export: str) -> list[tuple[str, str]]:
+    return [("trained", export), ("untrained floor", str(untrained_model(export)[0]))]
+
+
+def layers(a: argparse.Namespace) -> None:
+    """The seg probe (on layer-normalised tokens) and nearest-neighbour geometric matching on every layer."""
+    data = suite.WorldData(a.val, a.train, a.max_samples, 0)
+    for name, path in _twins(a.path):
+        model, processor = load_siglip(path).eval(), load_processor(path)
+        n = model.config.vision_config.num_hidden_layers
+        store = suite.FeatureStore(model, processor, list(range(n)), 64, True, False)
+        ftr, fte, fb = store(data.train), store(data.test), store(data.test.partner)
+        idx_tr, maps_tr = suite._dense_labels(data.train, ftr, data.train.seg, "seg")
+        idx_te, maps_te = suite._dense_labels(data.test, fte, data.test.seg, "seg")
+        labels = torch.stack([suite._resize_nearest(m, suite._train_size(ftr)).long() for m in maps_tr])
+        classes = len(data.test.seg_classes)
+        for layer in [*range(n), "final"]:
+            pick = (lambda f: f.tokens) if layer == "final" else (lambda f, k=layer: f.layers[:, k])
+            tr, te, tb = (F.layer_norm(pick(f).float(), pick(f).shape[-1:]) for f in (ftr, fte, fb))
+            probe = train_linear_seg(tr[idx_tr], ftr.grid, labels, classes, suite.SEG_BUDGET)
+            seg = evaluate_seg(probe, te[idx_te], fte.grid, [m.long() for m in maps_te], classes)["miou"]
+            fmap = lambda x, g: x.T.reshape(-1, *g)  # noqa: E731
+            geo = geo_metrics([score_geo_pair(p, fmap(te[p.a], fte.grid), fte.sizes[p.a], fmap(tb[p.b], fb.grid),
+                                              fb.sizes[p.b]) for p in data.test.geo_pairs])[0]
+            print(f"{name:16s} layer {layer!s:5s} seg mIoU {seg:.1%}  geo recall@0.05 {geo['corr_geo_recall']:.1%}"
+                  f"  @0.10 {geo['corr_geo_recall_10']:.1%}", flush=True)
+
+
+def depth_budget(a: argparse.Namespace) -> None:
+    """Whether a longer or faster-learning depth probe closes the gap to the floor."""
+    base = suite.DEPTH_BUDGET
+    with tempfile.TemporaryDirectory() as out:
+        for lr, epochs in ((base.lr, base.epochs), (4 * base.lr, base.epochs), (4 * base.lr, 3 * base.epochs)):
+            suite.DEPTH_BUDGET = dataclasses.replace(base, lr=lr, epochs=epochs)
+            cells = []
+            for name, path in _twins(a.path):
+                m = suite.run_suite(path, a.val, out, "depth", train=a.train, max_samples=a.max_samples,
+                                    floor=False, progress=False)["metrics"]
+                cells.append(f"{name} RMSE {m['depth_rmse']:.3f}, aligned AbsRel {m['depth_aligned_absrel']:.4f}")
+            print(f"lr {lr:g}, {epochs} epochs: " + "; ".join(cells), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=("teacher", "layers", "depth-budget"))
+    p.add_argument("path", help="a run directory (teacher) or an export (layers, depth-budget)")
+    p.add_argument("--val", default="runs/demo/world/val")
+    p.add_argument("--train", default="runs/demo/world/train")
+    p.add_argument("--max-samples", type=int, default=500)
+    a = p.parse_args()
+    print(machine())
+    {"teacher": teacher, "layers": layers, "depth-budget": depth_budget}[a.what](a)
+
+
+if __name__ == "__main__":
+    main()
