@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from common import machine
 from mtv.eval import suite
-from mtv.eval.benchmarks import open_image
+from mtv.data.decode import open_image
 from mtv.eval.benchmarks.world import load_world
 from mtv.eval.correspondence import geo_metrics, score_geo_pair
 from mtv.eval.floor import untrained_model

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mtv.errors import MTVError
-from mtv.eval.benchmarks import open_image
+from mtv.data.decode import open_image
 from mtv.eval.benchmarks.ade20k import load_ade20k
 from mtv.eval.benchmarks.coco import load_coco_karpathy
 from mtv.eval.benchmarks.imagenet import class_names, load_imagenet

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
+from mtv.data.decode import open_image
 from mtv.data.shards import encode_png
-from mtv.errors import MTVError
+from mtv.errors import MTVError, SkipSample
 from mtv.eval.features import embed_texts
 from mtv.heads import load_heads, require
 from mtv.models.siglip import load_siglip
@@ -22,8 +23,8 @@ from mtv.models.vision import encode_images
 
 def _open(path: str | os.PathLike) -> Image.Image:
     try:
-        return Image.open(path).convert("RGB")
-    except (OSError, UnidentifiedImageError):
+        return open_image(path)
+    except SkipSample:
         raise MTVError(f"{path}: not a readable image; pass a JPEG/PNG photo with --image") from None
 
 

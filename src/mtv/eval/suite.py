@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from mtv.errors import MTVError, SkipSample, writable_dir
 from mtv.eval import Embedded, score_embeddings
-from mtv.eval.benchmarks import Split, open_image
+from mtv.data.decode import open_image
+from mtv.eval.benchmarks import Split
 from mtv.eval.benchmarks.real import RealData
 from mtv.eval.benchmarks.world import load_world
 from mtv.eval.correspondence import geo_metrics, match, score_geo_pair

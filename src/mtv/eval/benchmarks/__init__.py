@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from mtv.errors import MTVError, SkipSample
 from mtv.eval.correspondence import Pair
@@ -44,19 +44,6 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.images)
-
-
-def open_image(src: str | bytes) -> Image.Image:
-    """RGB image from a path or bytes; greyscale, palette and RGBA are converted, EXIF rotation applied."""
-    try:
-        img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
-        img = ImageOps.exif_transpose(img)
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise SkipSample("bad_image") from None
-    if img.mode != "RGB":
-        img = img.convert("RGBA").convert("RGB") if img.mode in ("P", "LA", "PA") else img.convert("RGB")
-    return img
 
 
 def read_map(src: str | bytes) -> np.ndarray:
