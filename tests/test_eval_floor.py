@@ -85,6 +85,12 @@ def test_seg_prior_predicts_each_pixels_majority_class():
     assert scores["seg_miou"] == pytest.approx((1 / 2 + 1 / 3 + 0) / 3)
 
 
+def test_seg_prior_of_large_maps_is_counted_on_a_coarser_grid_and_scored_at_full_size():
+    big = torch.zeros(300, 300, dtype=torch.long)
+    big[:, 150:] = 1  # left half class 0, right half class 1: the prior is exact at any grid
+    assert seg_prior([big, big], [big], 2) == {"seg_miou": 1.0, "seg_pixel_acc": 1.0}
+
+
 def test_depth_prior_predicts_each_rows_mean_training_depth():
     protocol = DepthProtocol(0.1, 100.0)
     nan = float("nan")

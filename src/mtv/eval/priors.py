@@ -20,6 +20,8 @@ from mtv.eval.correspondence import Pair
 from mtv.eval.depth_probe import DepthProtocol, score_depth_maps
 from mtv.eval.metrics import IGNORE, confusion, pck, recall_at, segmentation_scores
 
+PRIOR_SIDE = 128  # the per-pixel class prior is counted on a grid at most this many pixels on a side
+
 
 def _scale_points(pts: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, int]) -> torch.Tensor:
     (ha, wa), (hb, wb) = size_a, size_b
@@ -28,8 +30,10 @@ def _scale_points(pts: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, i
 
 def seg_prior(train_maps: Sequence[torch.Tensor], test_maps: Sequence[torch.Tensor], num_classes: int) -> dict:
     """mIoU and pixel accuracy of predicting, at every pixel, the class seen most often there in training."""
-    size = tuple(train_maps[0].shape)
-    counts = torch.zeros(num_classes, *size, dtype=torch.long)
+    h, w = train_maps[0].shape
+    scale = min(1.0, PRIOR_SIDE / max(h, w))  # a 150-class real benchmark stays a few MB
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    counts = torch.zeros(num_classes, *size, dtype=torch.int32)
     for m in train_maps:
         m = F.interpolate(m[None, None].float(), size=size, mode="nearest")[0, 0].long()
         keep = m != IGNORE
