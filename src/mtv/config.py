@@ -34,6 +34,11 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     preset: Literal["micro", "tiny", "small", "base", "large"] = "tiny"
+    init: str | None = Field(None, description="SiglipModel directory (or hub id) to start from: its weights, "
+                             "tokenizer, image processor and logit scale/bias; overrides preset, config, "
+                             "tokenizer and text_length")
+    init_skip: list[str] = Field(default_factory=list, description="regexes of tensor names model.init leaves "
+                                 "freshly initialised, e.g. '^text_model\\.' for a new text tower")
     config: str | None = Field(None, description="HF SiglipConfig dir or json; overrides preset")
     tokenizer: str | None = Field(None, description="existing SigLIP tokenizer dir; None trains one on captions")
     vocab_size: int = Field(1000, ge=32)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from mtv.data.transforms import image_to_tensor
+from mtv.data.transforms import Pixels, image_to_tensor
 
 
 def local_crop_size(image_size: int, patch_size: int, fraction: float = 0.4) -> int:
@@ -21,7 +21,8 @@ def local_crop_size(image_size: int, patch_size: int, fraction: float = 0.4) -> 
 
 
 class MultiCrop:
-    """``multicrop(img, rng)`` -> (global view 2 (3, S, S), locals (n_local, 3, s, s)), scaled to [-1, 1] like SigLIP.
+    """``multicrop(img, rng, pixels)`` -> (global view 2 (3, S, S), locals (n_local, 3, s, s)), normalised as the
+    model's image processor says (`Pixels`).
 
     Defaults are DINOv2's: both kinds of crop get flips, colour jitter and grayscale; the second global crop is
     rarely blurred and sometimes solarised, the locals are blurred half the time."""
@@ -39,7 +40,8 @@ class MultiCrop:
         self.global_blur_p, self.local_blur_p, self.blur_sigma = global_blur_p, local_blur_p, blur_sigma
         self.solarize_p, self.solarize_threshold = solarize_p, solarize_threshold
 
-    def __call__(self, img: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, img: Image.Image, rng: np.random.Generator,
+                 pixels: Pixels = Pixels()) -> tuple[torch.Tensor, torch.Tensor]:
         img = img.convert("RGB")
         view = self._crop(img, self.global_scale, self.size, rng)
         view = self._blur(self._colour(view, rng), self.global_blur_p, rng)
@@ -48,8 +50,8 @@ class MultiCrop:
         locals_ = [self._blur(self._colour(self._crop(img, self.local_scale, self.local_size, rng), rng),
                               self.local_blur_p, rng) for _ in range(self.n_local)]
         s = self.local_size
-        return (image_to_tensor(view, self.size),
-                torch.stack([image_to_tensor(v, s) for v in locals_]) if locals_ else torch.empty(0, 3, s, s))
+        return (image_to_tensor(view, self.size, pixels),
+                torch.stack([image_to_tensor(v, s, pixels) for v in locals_]) if locals_ else torch.empty(0, 3, s, s))
 
     def _crop(self, img: Image.Image, scale: tuple[float, float], size: int, rng: np.random.Generator) -> Image.Image:
         """Random resized crop (area fraction in ``scale``, log-uniform aspect in ``ratio``), then a random flip."""

@@ -13,7 +13,7 @@ import torch
 from mtv.data.decode import decode_caption, decode_depth, decode_image, decode_json
 from mtv.data.geometry import hflip, normalize_boxes, resize_depth
 from mtv.data.multicrop import MultiCrop
-from mtv.data.transforms import image_to_tensor, tokenize
+from mtv.data.transforms import Pixels, image_to_tensor, tokenize
 from mtv.errors import SkipSample
 from mtv.losses.grounding import name_id
 
@@ -48,8 +48,9 @@ class ViewDecoder:
 
     def __init__(self, tokenizer, image_size: int, text_length: int, flip: float = 0.5,
                  multicrop: MultiCrop | None = None, max_boxes: int = 0, min_score: float = 0.0,
-                 depth: bool = False, depth_resize: str = "bilinear"):
+                 depth: bool = False, depth_resize: str = "bilinear", pixels: Pixels = Pixels()):
         self.tokenizer, self.size, self.text_length, self.flip = tokenizer, image_size, text_length, flip
+        self.pixels = pixels
         self.multicrop, self.max_boxes, self.min_score = multicrop, max_boxes, min_score
         self.depth, self.depth_resize = depth, depth_resize
 
@@ -65,11 +66,11 @@ class ViewDecoder:
             image, boxes, depth, texts = hflip(image, boxes if boxes is not None else np.zeros((0, 4)), depth,
                                                [caption, *phrases])
             caption, phrases = texts[0], texts[1:]
-        out = {"pixel_values": image_to_tensor(image, self.size),
+        out = {"pixel_values": image_to_tensor(image, self.size, self.pixels),
                "input_ids": tokenize(self.tokenizer, caption, self.text_length)}
         missing = []
         if self.multicrop is not None:
-            out["global2"], out["locals"] = self.multicrop(image, rng)
+            out["global2"], out["locals"] = self.multicrop(image, rng, self.pixels)
         if self.max_boxes:
             out.update(self._boxes(boxes, phrases, image.size))
             if not phrases:

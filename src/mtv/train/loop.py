@@ -18,9 +18,10 @@ from mtv.config import TrainConfig, dump_config
 from mtv.data.decode import decode_caption
 from mtv.data.shards import ReadStats, list_shards, read_samples
 from mtv.data.stream import Batches, ShardStream, StreamState
-from mtv.data.transforms import tokenize
+from mtv.data.transforms import Pixels, tokenize
 from mtv.data.views import ViewDecoder
 from mtv.errors import MTVError, SkipSample, writable_dir
+from mtv.models.pretrained import init_config, load_init
 from mtv.models.siglip import build_model, load_config, preset_config
 from mtv.models.tokenizer import build_processor, load_processor, train_tokenizer
 from mtv.objectives.multitask import MultiTask
@@ -46,12 +47,20 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
     run = Path(cfg.run_dir)
     shards = list_shards(cfg.data.train)
     ck = _prepare_run_dir(run, resume, d)
+    init = init_config(cfg.model.init) if cfg.model.init else None
+    if init is not None:  # the checkpoint's text positions fix the padding length
+        cfg.model.text_length = init.text_config.max_position_embeddings
     if d.main:
         dump_config(cfg, run / "config.yaml")
     processor = _processor(cfg, run, shards, d)
     tok = processor.tokenizer
-    model_cfg = SiglipConfig.from_dict(ck["model_config"]) if ck else _model_config(cfg, tok)
+    model_cfg = SiglipConfig.from_dict(ck["model_config"]) if ck else init or _model_config(cfg, tok)
     model = build_model(model_cfg, cfg.model.init_logit_scale, cfg.model.init_logit_bias, seed=cfg.seed)
+    if init is not None and not ck:
+        skipped = load_init(model, cfg.model.init, cfg.model.init_skip)
+        if d.main:
+            print(f"model.init: weights of {cfg.model.init}" + (f", {len(skipped)} tensors left freshly "
+                  f"initialised by model.init_skip" if skipped else ""))
     task = MultiTask(model, cfg).to(d.device)
     opt = torch.optim.AdamW(_param_groups(task, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
@@ -78,7 +87,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
            if d.world_size > 1 else task)
 
     vision = model_cfg.vision_config
-    batches = Batches(ShardStream(shards, _decoder(cfg, tok, vision), cfg.batch_size, cfg.seed, d.rank,
+    batches = Batches(ShardStream(shards, _decoder(cfg, processor, vision), cfg.batch_size, cfg.seed, d.rank,
                                   d.world_size, cfg.data.shuffle_buffer, state), cfg.data.workers)
     log = MetricsLog(run, step, enabled=d.main)
     per_step = cfg.batch_size * cfg.optim.accum_steps * d.world_size
@@ -185,7 +194,9 @@ def _check_same_model(saved: dict, cfg: TrainConfig, run: Path) -> None:
 def _processor(cfg: TrainConfig, run: Path, shards: list[str], d: Dist):
     """The tokenizer+image processor that export ships; trained once on the corpus captions by rank 0."""
     folder = run / "processor"
-    if d.main and not (folder / "processor_config.json").exists():
+    if d.main and not (folder / "processor_config.json").exists() and cfg.model.init:
+        load_processor(cfg.model.init).save_pretrained(folder)  # its own tokenizer, size, mean and std
+    elif d.main and not (folder / "processor_config.json").exists():
         if cfg.model.tokenizer:
             try:
                 tok = SiglipTokenizer.from_pretrained(cfg.model.tokenizer, model_max_length=cfg.model.text_length)
@@ -257,12 +268,13 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _decoder(cfg: TrainConfig, tok, vision) -> ViewDecoder:
+def _decoder(cfg: TrainConfig, processor, vision) -> ViewDecoder:
     g = cfg.grounding
-    return ViewDecoder(tok, vision.image_size, cfg.model.text_length, flip=cfg.data.flip,
+    return ViewDecoder(processor.tokenizer, vision.image_size, cfg.model.text_length, flip=cfg.data.flip,
                        multicrop=cfg.ssl.multicrop(vision.image_size, vision.patch_size) if cfg.ssl.enabled else None,
                        max_boxes=g.max_boxes if g.enabled else 0, min_score=g.min_score,
-                       depth=cfg.depth.enabled, depth_resize=cfg.depth.resize)
+                       depth=cfg.depth.enabled, depth_resize=cfg.depth.resize,
+                       pixels=Pixels.of(processor.image_processor))
 
 
 def _inputs(batch: dict, tok, cfg: TrainConfig, device: torch.device) -> dict:

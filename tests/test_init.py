@@ -1,0 +1,89 @@
+"""``model.init``: a run that starts from an existing SiglipModel directory, with its own tokenizer, image
+processor and logit parameters; ``model.init_skip`` leaves chosen tensors freshly initialised."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from transformers import SiglipModel, SiglipProcessor
+
+from fixtures import train_tree, write_toy_shards
+from mtv.config import build_config
+from mtv.data.transforms import Pixels, image_to_tensor
+from mtv.errors import MTVError
+from mtv.export import export
+from mtv.models.siglip import build_model
+from mtv.train import train
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A micro export whose processor normalises differently from ours (mean 0.4, std 0.25, bilinear) and
+    whose logit parameters are far from SigLIP's starting values."""
+    root = tmp_path_factory.mktemp("init")
+    write_toy_shards(root / "data", n_shards=2, per_shard=16)
+    train(build_config(train_tree(root / "run", root / "data", steps=3)), progress=False)
+    out = export(root / "run", root / "export")
+    model = SiglipModel.from_pretrained(out)
+    with torch.no_grad():
+        model.logit_scale.fill_(2.5)
+        model.logit_bias.fill_(-4.0)
+    model.save_pretrained(out)
+    config = json.loads((out / "processor_config.json").read_text())
+    config["image_processor"] |= {"image_mean": [0.4] * 3, "image_std": [0.25] * 3, "resample": 2}
+    (out / "processor_config.json").write_text(json.dumps(config))
+    return root, out
+
+
+def _outputs(path):
+    model, processor = SiglipModel.from_pretrained(path).eval(), SiglipProcessor.from_pretrained(path)
+    torch.manual_seed(0)
+    px = torch.randn(2, 3, 32, 32)
+    ids = processor(text=["a photo of a red cube", "a blue sphere"], padding="max_length",
+                    return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(input_ids=ids, pixel_values=px).logits_per_image
+
+
+def test_a_run_from_an_export_at_no_learning_rate_reproduces_it_exactly(source):
+    root, src = source
+    cfg = build_config(train_tree(root / "again", root / "data", steps=1, model__init=str(src),
+                                  model__preset="tiny", optim__lr=1e-30, optim__warmup_steps=0))
+    train(cfg, progress=False)
+    out = export(root / "again", root / "again_export")
+    assert torch.equal(_outputs(out), _outputs(src))  # weights, logit scale/bias and tokenizer all carried
+    assert list(SiglipProcessor.from_pretrained(out).image_processor.image_mean) == [0.4] * 3
+
+
+def test_init_skip_leaves_matching_tensors_freshly_initialised(source):
+    root, src = source
+    cfg = build_config(train_tree(root / "skip", root / "data", steps=1, seed=5, model__init=str(src),
+                                  model__init_skip=["^text_model\\."], optim__lr=1e-30, optim__warmup_steps=0))
+    train(cfg, progress=False)
+    got = SiglipModel.from_pretrained(export(root / "skip", root / "skip_export")).state_dict()
+    init = SiglipModel.from_pretrained(src).state_dict()
+    fresh = build_model(SiglipModel.from_pretrained(src).config, seed=5).state_dict()
+    name = "text_model.encoder.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(got[name], fresh[name]) and not torch.equal(got[name], init[name])
+    vision = "vision_model.encoder.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(got[vision], init[vision]) and got["logit_bias"].item() == -4.0
+
+
+def test_training_normalises_images_as_the_init_processor_does(source):
+    _, src = source
+    processor = SiglipProcessor.from_pretrained(src)
+    img = Image.effect_mandelbrot((50, 40), (-2, -1.5, 1, 1.5), 60).convert("RGB")
+    expected = processor(images=img, return_tensors="pt")["pixel_values"][0]
+    got = image_to_tensor(img, 32, Pixels.of(processor.image_processor))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(image_to_tensor(img, 32), expected, atol=1e-2)  # SigLIP's defaults differ
+
+
+def test_a_missing_init_is_a_one_line_error(tmp_path):
+    write_toy_shards(tmp_path / "data", n_shards=1, per_shard=4)
+    cfg = build_config(train_tree(tmp_path / "run", tmp_path / "data", model__init=str(tmp_path / "nope")))
+    with pytest.raises(MTVError, match="model.init: .*nope is neither a SiglipModel directory"):
+        train(cfg, progress=False)
