@@ -87,3 +87,37 @@ def test_a_missing_init_is_a_one_line_error(tmp_path):
     cfg = build_config(train_tree(tmp_path / "run", tmp_path / "data", model__init=str(tmp_path / "nope")))
     with pytest.raises(MTVError, match="model.init: .*nope is neither a SiglipModel directory"):
         train(cfg, progress=False)
+
+
+def test_another_resolution_interpolates_the_position_embeddings_as_hf_does(source):
+    """At 48 px the trained-at-32 model's positions are resampled bicubically: with no learning, its outputs
+    equal the source model's own ``interpolate_pos_encoding`` at 48 px."""
+    root, src = source
+    cfg = build_config(train_tree(root / "big", root / "data", steps=1, model__init=str(src), model__image_size=48,
+                                  optim__lr=1e-30, optim__warmup_steps=0))
+    train(cfg, progress=False)
+    out = export(root / "big", root / "big_export")
+    assert SiglipProcessor.from_pretrained(out).image_processor.size["height"] == 48
+    big, small = SiglipModel.from_pretrained(out).eval(), SiglipModel.from_pretrained(src).eval()
+    assert big.config.vision_config.image_size == 48
+    px = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(big.vision_model(px).pooler_output,
+                                   small.vision_model(px, interpolate_pos_encoding=True).pooler_output,
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_a_resolution_off_the_patch_grid_is_refused(source):
+    root, src = source
+    cfg = build_config(train_tree(root / "odd", root / "data", model__init=str(src), model__image_size=44))
+    with pytest.raises(MTVError, match="model.image_size 44 is not a multiple of the patch size 8; choose 40"):
+        train(cfg, progress=False)
+
+
+def test_a_preset_trains_at_another_resolution(source):
+    root, _ = source
+    train(build_config(train_tree(root / "preset48", root / "data", steps=1, model__image_size=48,
+                                  optim__warmup_steps=0)), progress=False)
+    out = export(root / "preset48", root / "preset48_export")
+    assert SiglipModel.from_pretrained(out).config.vision_config.image_size == 48
+    assert SiglipProcessor.from_pretrained(out).image_processor.size["height"] == 48

@@ -37,6 +37,9 @@ class ModelConfig(_Section):
     init: str | None = Field(None, description="SiglipModel directory (or hub id) to start from: its weights, "
                              "tokenizer, image processor and logit scale/bias; overrides preset, config, "
                              "tokenizer and text_length")
+    image_size: int | None = Field(None, ge=1, description="training resolution instead of the preset's or "
+                                   "model.init's (a multiple of the patch size; model.init's position "
+                                   "embeddings are interpolated)")
     init_skip: list[str] = Field(default_factory=list, description="regexes of tensor names model.init leaves "
                                  "freshly initialised, e.g. '^text_model\\.' for a new text tower")
     config: str | None = Field(None, description="HF SiglipConfig dir or json; overrides preset")

@@ -47,7 +47,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
     run = Path(cfg.run_dir)
     shards = list_shards(cfg.data.train)
     ck = _prepare_run_dir(run, resume, d)
-    init = init_config(cfg.model.init) if cfg.model.init else None
+    init = init_config(cfg.model.init, cfg.model.image_size) if cfg.model.init else None
     if init is not None:  # the checkpoint's text positions fix the padding length
         cfg.model.text_length = init.text_config.max_position_embeddings
     if d.main:
@@ -55,6 +55,10 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
     processor = _processor(cfg, run, shards, d)
     tok = processor.tokenizer
     model_cfg = SiglipConfig.from_dict(ck["model_config"]) if ck else init or _model_config(cfg, tok)
+    vision = model_cfg.vision_config
+    if vision.image_size % vision.patch_size:
+        raise MTVError(f"model.image_size {vision.image_size} is not a multiple of the patch size "
+                       f"{vision.patch_size}; choose {vision.image_size // vision.patch_size * vision.patch_size}")
     model = build_model(model_cfg, cfg.model.init_logit_scale, cfg.model.init_logit_bias, seed=cfg.seed)
     if init is not None and not ck:
         skipped = load_init(model, cfg.model.init, cfg.model.init_skip)
@@ -86,7 +90,6 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
     net = (DistributedDataParallel(task, find_unused_parameters=late_ssl, broadcast_buffers=False)
            if d.world_size > 1 else task)
 
-    vision = model_cfg.vision_config
     batches = Batches(ShardStream(shards, _decoder(cfg, processor, vision), cfg.batch_size, cfg.seed, d.rank,
                                   d.world_size, cfg.data.shuffle_buffer, state), cfg.data.workers)
     log = MetricsLog(run, step, enabled=d.main)
@@ -195,7 +198,10 @@ def _processor(cfg: TrainConfig, run: Path, shards: list[str], d: Dist):
     """The tokenizer+image processor that export ships; trained once on the corpus captions by rank 0."""
     folder = run / "processor"
     if d.main and not (folder / "processor_config.json").exists() and cfg.model.init:
-        load_processor(cfg.model.init).save_pretrained(folder)  # its own tokenizer, size, mean and std
+        processor = load_processor(cfg.model.init)  # its own tokenizer, size, resampling, mean and std
+        if cfg.model.image_size:
+            processor.image_processor.size = {"height": cfg.model.image_size, "width": cfg.model.image_size}
+        processor.save_pretrained(folder)
     elif d.main and not (folder / "processor_config.json").exists():
         if cfg.model.tokenizer:
             try:
@@ -226,9 +232,11 @@ def _captions(shards: list[str], limit: int) -> list[str]:
 
 
 def _model_config(cfg: TrainConfig, tok) -> SiglipConfig:
-    if cfg.model.config:
-        return load_config(cfg.model.config)
-    return preset_config(cfg.model.preset, len(tok), cfg.model.text_length, tok.pad_token_id, tok.eos_token_id)
+    config = load_config(cfg.model.config) if cfg.model.config else \
+        preset_config(cfg.model.preset, len(tok), cfg.model.text_length, tok.pad_token_id, tok.eos_token_id)
+    if cfg.model.image_size:
+        config.vision_config.image_size = cfg.model.image_size
+    return config
 
 
 def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
