@@ -121,3 +121,33 @@ def test_a_preset_trains_at_another_resolution(source):
     out = export(root / "preset48", root / "preset48_export")
     assert SiglipModel.from_pretrained(out).config.vision_config.image_size == 48
     assert SiglipProcessor.from_pretrained(out).image_processor.size["height"] == 48
+
+
+def test_a_gemma_tokenizer_siglip_trains_and_exports_with_its_tokenizer(tmp_path):
+    """Fixed-resolution SigLIP 2 checkpoints are SiglipModels whose tokenizer is Gemma's: a small one, built
+    from configs, starts a run, and the export carries the same tokenizer."""
+    import string
+
+    from transformers import GemmaTokenizer, SiglipImageProcessorPil
+
+    from mtv.models.siglip import preset_config
+
+    pieces = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "▁", *string.ascii_lowercase, *string.digits, ".", ","]
+    tok = GemmaTokenizer(vocab={p: i for i, p in enumerate(pieces)}, merges=[], model_max_length=16)
+    src = tmp_path / "siglip2"
+    build_model(preset_config("micro", len(tok), 16, tok.pad_token_id, tok.eos_token_id)).save_pretrained(src)
+    SiglipProcessor(image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}),
+                    tokenizer=tok).save_pretrained(src)
+    write_toy_shards(tmp_path / "data", n_shards=1, per_shard=16)
+    cfg = build_config(train_tree(tmp_path / "run", tmp_path / "data", steps=3, model__init=str(src)))
+    train(cfg, progress=False)
+    out = export(tmp_path / "run", tmp_path / "export")
+    processor = SiglipProcessor.from_pretrained(out)
+    assert type(processor.tokenizer).__name__ == "GemmaTokenizer"
+    text = "a photo of a red cube"
+    assert processor(text=[text], padding="max_length")["input_ids"] == tok([text], padding="max_length",
+                                                                               max_length=16)["input_ids"]
+    model = SiglipModel.from_pretrained(out)
+    assert model.config.text_config.vocab_size == len(tok)
+    assert not torch.equal(model.state_dict()["text_model.embeddings.token_embedding.weight"],
+                           SiglipModel.from_pretrained(src).state_dict()["text_model.embeddings.token_embedding.weight"])
