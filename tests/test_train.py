@@ -143,3 +143,28 @@ def test_resuming_with_other_model_settings_is_refused(run, data):
     tree = train_tree(run_dir, data, ssl={"n_local": 2})
     with pytest.raises(MTVError, match=r"was trained with ssl.n_local=6, the config now says 2"):
         train(build_config(tree), resume=True, progress=False)
+
+
+def test_resume_survives_a_truncated_metrics_line_and_a_truncated_newest_checkpoint(tmp_path, data, capsys):
+    tree = train_tree(tmp_path / "cut", data, steps=6, ckpt_every=2, keep_ckpts=3)
+    train(build_config({**tree, "steps": 4}), progress=False)
+    run = tmp_path / "cut"
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "loss": 1.2')  # a crash mid-write
+    newest = run / "checkpoints" / "step_00000004.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # a full disk mid-save
+    capsys.readouterr()
+    train(build_config(tree), resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert "resuming from step_00000002.pt" in out and "step_00000004.pt" in out
+    assert "dropped 1 unreadable line" in out
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6]  # steps 3-4 redone from step 2
+
+
+def test_no_readable_checkpoint_is_a_one_line_error(tmp_path, data):
+    tree = train_tree(tmp_path / "dead", data, steps=4, ckpt_every=2)
+    train(build_config(tree), progress=False)
+    for ckpt in (tmp_path / "dead" / "checkpoints").iterdir():
+        ckpt.write_bytes(b"junk")
+    with pytest.raises(MTVError, match="no checkpoint is readable .*start a new run_dir"):
+        train(build_config(tree), resume=True, progress=False)

@@ -41,6 +41,21 @@ def latest(run_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def newest_intact(run_dir: str | os.PathLike) -> tuple[Path, dict, list[str]] | None:
+    """The newest checkpoint that loads, its state, and why each newer one did not (a crash or a full disk
+    can leave a truncated file); None when there is none at all. Unreadable only: nothing is deleted."""
+    found = checkpoints(run_dir)
+    bad = []
+    for path in reversed(found):
+        try:
+            return path, load(path), bad
+        except MTVError as e:
+            bad.append(str(e))
+    if bad:
+        raise MTVError(f"{ckpt_dir(run_dir)}: no checkpoint is readable ({bad[0]}); start a new run_dir")
+    return None
+
+
 def load(path: str | os.PathLike) -> dict:
     path = Path(path)
     if path.is_dir():  # a run directory: its newest checkpoint

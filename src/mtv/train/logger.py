@@ -34,11 +34,27 @@ class MetricsLog:
             self.tb.close()
 
 
+def _parsed(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
+
+
 def _truncate_after(path: Path, step: int) -> None:
+    """Keeps the records up to ``step``; a line that does not parse (what a crash or a full disk leaves at the
+    end) is dropped and said so. Rewritten under a temporary name, then renamed."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    records = [(line, _parsed(line)) for line in lines]
+    broken = sum(r is None for _, r in records)
+    if broken:
+        print(f"{path}: dropped {broken} unreadable line{'s' if broken > 1 else ''} (a run cut off mid-write)")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line, r in records if r is not None and r["step"] <= step))
+    os.replace(tmp, path)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:

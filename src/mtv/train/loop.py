@@ -181,7 +181,12 @@ def _prepare_run_dir(run: Path, resume: bool, d: Dist) -> dict | None:
         raise MTVError(f"{run}: already has checkpoints; pass --resume to continue it or choose another run_dir")
     if resume and found is None and d.main:
         print(f"{run}: no checkpoint yet, starting from step 0")
-    return checkpoint.load(found) if resume and found else None
+    if not (resume and found):
+        return None
+    path, state, bad = checkpoint.newest_intact(run)
+    if bad and d.main:
+        print(f"{run}: resuming from {path.name}, the newest readable checkpoint; skipped: " + "; ".join(bad))
+    return state
 
 
 def _check_same_model(saved: dict, cfg: TrainConfig, run: Path) -> None:
