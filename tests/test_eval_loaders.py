@@ -207,10 +207,10 @@ def test_real_suite_runs_every_benchmark_it_finds(eval_model_with_heads, real_ro
     assert report["skipped"]["kitti-eigen-test/depth/no_ground_truth"] == 1
 
 
-def test_real_preset_lists_missing_benchmarks_but_an_explicit_probe_fails(eval_model_dir, tmp_path):
+def test_real_preset_on_a_folder_without_benchmarks_and_an_explicit_probe_both_fail(eval_model_dir, tmp_path):
     (tmp_path / "data").mkdir()
-    report = run_suite(eval_model_dir, tmp_path / "data", tmp_path / "out", "real", progress=False)
-    assert report["metrics"] == {} and "ADEChallengeData2016: not found" in report["not_run"]["seg"]
+    with pytest.raises(MTVError, match="none of the probes could run .*ADEChallengeData2016: not found"):
+        run_suite(eval_model_dir, tmp_path / "data", tmp_path / "out", "real", progress=False)
     with pytest.raises(MTVError, match="nyu: not found"):
         run_suite(eval_model_dir, tmp_path / "data", tmp_path / "out", "depth", progress=False)
 

@@ -111,3 +111,15 @@ def test_cli_prints_the_headline_numbers_and_where_the_report_is(eval_model_dir,
     report = json.loads((tmp_path / "report.json").read_text())
     assert f"zeroshot_top1 {report['metrics']['zeroshot_top1']:.1%}" in printed
     assert f"{tmp_path}/report.md" in printed
+
+
+def test_cli_says_when_zero_shot_did_not_run(eval_model_dir, tmp_path, capsys):
+    from fixtures import write_toy_shards
+
+    from mtv.data.shards import DATASET_META
+
+    write_toy_shards(tmp_path / "data", n_shards=1, per_shard=6)
+    (tmp_path / "data" / DATASET_META).unlink()  # no dataset.json: no class list
+    assert main(["eval", "--model", str(eval_model_dir), "--data", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "o")]) == 0
+    assert "eval: zeroshot not run: no class list" in capsys.readouterr().out

@@ -11,6 +11,8 @@ def _eval(a: argparse.Namespace) -> None:
 
         r = evaluate(a.model, a.data, a.out, batch_size=a.batch_size, max_samples=a.max_samples)
         print("eval: " + ", ".join(f"{k} {v:.1%}" for k, v in r["metrics"].items()) + f" — {a.out}/report.md")
+        for probe, why in r["not_run"].items():
+            print(f"eval: {probe} not run: {why}")
         return
     from mtv.eval.report import format_metric
     from mtv.eval.suite import run_suite

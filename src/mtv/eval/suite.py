@@ -434,6 +434,10 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
             not_run[name] = str(e)
         timings[name] = round(time.perf_counter() - start, 3)
     bar.close()
+    if not metrics:
+        raise MTVError(f"{data}: none of the probes could run ("
+                       + "; ".join(f"{k}: {v}" for k, v in list(not_run.items())[:3])
+                       + "); for --suite real the folder must hold benchmarks in the layouts of docs/EVALUATION.md")
 
     diagnostics = {}
     if world and cache and ctx.store.passes:
