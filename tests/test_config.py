@@ -40,6 +40,10 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(MTVError, match="not valid YAML"):
         load_config(write(tmp_path, "a: [1, 2\n"))
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("run_dir: runs/caf\xe9\n".encode("latin-1"))
+    with pytest.raises(MTVError, match=r"latin1.yaml: not UTF-8 text \(byte 17\); save the config as UTF-8"):
+        load_config(latin1)
     with pytest.raises(MTVError, match="key=value"):
         parse_overrides(["optim.lr"])
 

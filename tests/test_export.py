@@ -71,3 +71,10 @@ def test_logit_parameters_start_at_the_siglip_recipe():
     model = build_model(preset_config("micro", 100, 16, 0, 1))
     assert model.logit_scale.item() == pytest.approx(math.log(10))
     assert model.logit_bias.item() == pytest.approx(-10)
+
+
+def test_quickstart_without_arguments_prints_its_usage():
+    result = subprocess.run([sys.executable, "-m", "mtv.quickstart"], capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1 and result.stderr.strip().startswith("usage: python -m mtv.quickstart")
+    assert "Traceback" not in result.stderr

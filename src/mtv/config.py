@@ -156,10 +156,12 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     if not os.path.isfile(path):
         raise MTVError(f"{path}: config file not found; pass --config with a YAML file (see src/mtv/configs/)")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             tree = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
         raise MTVError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise MTVError(f"{path}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
     if not isinstance(tree, dict):
         raise MTVError(f"{path}: expected a mapping of keys at the top level")
     tree = _merge(tree, parse_overrides(overrides or []))

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from transformers import SiglipModel, SiglipProcessor
 
+if len(sys.argv) < 3:
+    sys.exit("usage: python -m mtv.quickstart MODEL_DIR IMAGE [TEXT ...]  (an mtv export and a photo)")
 model_dir, image_path = sys.argv[1], sys.argv[2]
 
 model = SiglipModel.from_pretrained(model_dir)
