@@ -78,3 +78,27 @@ def test_quickstart_without_arguments_prints_its_usage():
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 1 and result.stderr.strip().startswith("usage: python -m mtv.quickstart")
     assert "Traceback" not in result.stderr
+
+
+def test_an_export_appears_whole_or_not_at_all(exported, tmp_path, monkeypatch):
+    import errno
+
+    import mtv.export
+    from mtv.errors import MTVError
+
+    run, _ = exported
+    out = export(run, tmp_path / "e")
+    before = sorted(p.name for p in out.iterdir())
+
+    def full_disk(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mtv.export, "save_heads", full_disk)
+    with pytest.raises(MTVError, match="e: cannot write the export \\(No space left on device\\)"):
+        export(run, tmp_path / "e")
+    assert sorted(p.name for p in out.iterdir()) == before  # the earlier export is untouched
+    with pytest.raises(MTVError):
+        export(run, tmp_path / "fresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no half-written directory, no temporary left
+    monkeypatch.undo()
+    assert export(run, tmp_path / "e") == out and sorted(p.name for p in out.iterdir()) == before
