@@ -168,3 +168,13 @@ def test_no_readable_checkpoint_is_a_one_line_error(tmp_path, data):
         ckpt.write_bytes(b"junk")
     with pytest.raises(MTVError, match="no checkpoint is readable .*start a new run_dir"):
         train(build_config(tree), resume=True, progress=False)
+
+
+def test_shards_where_no_image_decodes_stop_with_the_reason_instead_of_hanging(tmp_path):
+    data = tmp_path / "allbad"
+    write_toy_shards(data, n_shards=1, per_shard=12, corrupt={i: "image" for i in range(12)})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(train_tree(tmp_path / "r", data)))
+    result = cli("train", "--config", str(config), timeout=300)  # it used to spin at step 0 forever
+    assert result.returncode == 2
+    assert "gave 0 usable samples, fewer than one batch of 8" in result.stderr and "'bad_image': 12" in result.stderr

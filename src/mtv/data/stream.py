@@ -71,8 +71,8 @@ class ShardStream(IterableDataset):
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.shards))
         mine = [self.shards[i] for i in order[stream::n_streams]]
         rng = np.random.default_rng([self.seed, stream, epoch])
-        stats = ReadStats()
-        consumed, batch, read_any = 0, [], False
+        stats, epoch_skips = ReadStats(), Counter()
+        consumed, batch, read_any, yielded = 0, [], False, False
         for raw in _shuffled((s for p in mine for s in iter_shard(p, stats)), self.buffer, rng):
             read_any = True
             consumed += 1
@@ -83,16 +83,21 @@ class ShardStream(IterableDataset):
                 example = self.decode(raw, np.random.default_rng([self.seed, stream, epoch, consumed]))
             except SkipSample as why:
                 stats.skip(str(why))
+                epoch_skips[str(why)] += 1
             else:
                 for label in example.pop("_missing", ()):
                     stats[f"missing/{label}"] += 1
                 batch.append(example)
             if len(batch) == self.batch_size:
                 yield self._collate(batch, stream, epoch, consumed, stats)
-                batch, stats = [], ReadStats()
+                batch, stats, yielded = [], ReadStats(), True
         if not read_any and start == 0:
             yield {"_error": f"stream {stream} read no samples from its shards {mine}: "
                              f"they are all missing or corrupt ({dict(stats)})"}
+        elif not yielded and start == 0:  # every later epoch would be the same: stop instead of spinning forever
+            yield {"_error": f"stream {stream}: a whole pass over its shards {mine} gave {len(batch)} usable "
+                             f"samples, fewer than one batch of {self.batch_size} (skipped: {dict(epoch_skips)}); "
+                             "check the shards or lower batch_size"}
 
     @staticmethod
     def _collate(batch: list[dict], stream: int, epoch: int, consumed: int, stats: ReadStats) -> dict:
