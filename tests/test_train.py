@@ -178,3 +178,20 @@ def test_shards_where_no_image_decodes_stop_with_the_reason_instead_of_hanging(t
     result = cli("train", "--config", str(config), timeout=300)  # it used to spin at step 0 forever
     assert result.returncode == 2
     assert "gave 0 usable samples, fewer than one batch of 8" in result.stderr and "'bad_image': 12" in result.stderr
+
+
+def test_a_run_directory_has_one_owner_at_a_time(tmp_path, data, capsys):
+    import json
+    import socket
+
+    run = tmp_path / "owned"
+    run.mkdir()
+    (run / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}))
+    with pytest.raises(MTVError, match=f"in use by PID {os.getpid()} on {socket.gethostname()}"):
+        train(build_config(train_tree(run, data, steps=3)), progress=False)
+    assert not (run / "checkpoints").exists() and not (run / "metrics.jsonl").exists()  # nothing touched
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    train(build_config(train_tree(run, data, steps=3)), progress=False)  # a killed run's lock is taken over
+    assert f"taking over the lock of PID {int(dead.stdout)}" in capsys.readouterr().out
+    assert not (run / ".lock").exists()  # released at the end

@@ -28,6 +28,7 @@ from mtv.objectives.multitask import MultiTask
 from mtv.objectives.self_supervised import ssl_step, view_masks
 from mtv.train import checkpoint
 from mtv.train.distributed import Dist, gather_objects, mean_over_ranks, setup, teardown
+from mtv.train.lock import run_lock
 from mtv.train.logger import MetricsLog
 from mtv.train.precision import autocast_dtype
 from mtv.train.schedule import warmup_cosine
@@ -36,7 +37,8 @@ from mtv.train.schedule import warmup_cosine
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     d = setup(cfg.device)
     try:
-        return _train(cfg, d, resume, progress)
+        with run_lock(cfg.run_dir, enabled=d.main):
+            return _train(cfg, d, resume, progress)
     finally:
         teardown()
 
