@@ -195,3 +195,16 @@ def test_a_run_directory_has_one_owner_at_a_time(tmp_path, data, capsys):
     train(build_config(train_tree(run, data, steps=3)), progress=False)  # a killed run's lock is taken over
     assert f"taking over the lock of PID {int(dead.stdout)}" in capsys.readouterr().out
     assert not (run / ".lock").exists()  # released at the end
+
+
+def test_resume_with_a_new_learning_rate_trains_with_it(tmp_path, data, capsys):
+    tree = train_tree(tmp_path / "lr", data, steps=4, ckpt_every=2, keep_ckpts=3)
+    train(build_config(tree), progress=False)
+    (tmp_path / "lr" / "checkpoints" / "step_00000004.pt").unlink()  # resume from step 2
+    tree["optim"] |= {"lr": 5e-4, "weight_decay": 0.05}
+    train(build_config(tree), resume=True, progress=False)
+    assert "optim lr 0.001 -> 0.0005, weight_decay 0.0001 -> 0.05 from the config" in capsys.readouterr().out
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "lr")]
+    assert lrs[:2] == pytest.approx([1e-3 * warmup_cosine(s, 2, 4) for s in (1, 2)])
+    assert lrs[2:] == pytest.approx([5e-4 * warmup_cosine(s, 2, 4) for s in (3, 4)])
+    assert yaml.safe_load((tmp_path / "lr" / "config.yaml").read_text())["optim"]["lr"] == 5e-4

@@ -82,6 +82,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
             getattr(task, name).load_state_dict(sd)
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
+        _apply_new_optim(cfg, ck["config"]["optim"], opt, sched, d)
         scaler.load_state_dict(ck["scaler"])
         _set_rng(ck["rng"][d.rank] if d.rank < len(ck["rng"]) else ck["rng"][0])
         step, nonfinite = ck["step"], ck["nonfinite_steps"]
@@ -244,6 +245,23 @@ def _model_config(cfg: TrainConfig, tok) -> SiglipConfig:
     if cfg.model.image_size:
         config.vision_config.image_size = cfg.model.image_size
     return config
+
+
+def _apply_new_optim(cfg: TrainConfig, saved: dict, opt, sched, d: Dist) -> None:
+    """A resumed run trains with the config it was given, as config.yaml records it: a changed optim.lr or
+    weight_decay replaces the checkpoint's (the schedule continues from the same step with the new peak)."""
+    changed = [f"{k} {saved.get(k)} -> {getattr(cfg.optim, k)}" for k in ("lr", "weight_decay")
+               if saved.get(k) != getattr(cfg.optim, k)]
+    if not changed:
+        return
+    sched.base_lrs = [cfg.optim.lr] * len(opt.param_groups)
+    for group in opt.param_groups:
+        group["initial_lr"] = cfg.optim.lr
+        group["lr"] = cfg.optim.lr * sched.lr_lambdas[0](sched.last_epoch)
+    sched._last_lr = [group["lr"] for group in opt.param_groups]
+    opt.param_groups[0]["weight_decay"] = cfg.optim.weight_decay  # group 1 (biases, norms) never decays
+    if d.main:
+        print(f"resume: optim {', '.join(changed)} from the config, not the checkpoint")
 
 
 def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
