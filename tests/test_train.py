@@ -208,3 +208,16 @@ def test_resume_with_a_new_learning_rate_trains_with_it(tmp_path, data, capsys):
     assert lrs[:2] == pytest.approx([1e-3 * warmup_cosine(s, 2, 4) for s in (1, 2)])
     assert lrs[2:] == pytest.approx([5e-4 * warmup_cosine(s, 2, 4) for s in (3, 4)])
     assert yaml.safe_load((tmp_path / "lr" / "config.yaml").read_text())["optim"]["lr"] == 5e-4
+
+
+def test_training_an_objective_on_shards_without_its_labels_says_so_and_stops(tmp_path, data, capsys):
+    tree = train_tree(tmp_path / "nodepth", data, steps=4, depth__enabled=True, data__min_samples_for_skip_check=8,
+                      data__max_missing_label_fraction=0.5)
+    with pytest.raises(MTVError, match=r"samples have no depth labels \(100.0% > data.max_missing_label_fraction"
+                                       r"=0.5\); label them with mtv label or set depth.enabled=false"):
+        train(build_config(tree), progress=False)
+    tree = train_tree(tmp_path / "tolerated", data, steps=4, depth__enabled=True,
+                      data__max_missing_label_fraction=1.0)
+    summary = train(build_config(tree), progress=False)
+    assert "samples have no depth labels (depth learns from the rest)" in capsys.readouterr().out
+    assert summary["labels_missing"]["depth"] == summary["samples_seen"] - summary["samples_skipped"]

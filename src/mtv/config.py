@@ -30,6 +30,8 @@ class DataConfig(_Section):
     flip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability of the clean view "
                         "('left'/'right' swapped in caption and phrases)")
     min_samples_for_skip_check: int = Field(500, ge=1)
+    max_missing_label_fraction: float = Field(0.5, ge=0.0, le=1.0, description="stop when more used samples "
+                                              "than this lack the depth or boxes an enabled objective needs")
 
 
 class ModelConfig(_Section):

@@ -98,7 +98,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
     log = MetricsLog(run, step, enabled=d.main)
     per_step = cfg.batch_size * cfg.optim.accum_steps * d.world_size
     bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and d.main), desc="train", unit="step")
-    start_step, t_start = step, time.perf_counter()
+    start_step, t_start, noted = step, time.perf_counter(), False
     t_log, step_log = t_start, step
     autocast = torch.autocast(d.device.type, dtype=dtype, enabled=dtype is not None)
     grid = (vision.image_size // vision.patch_size,) * 2
@@ -154,6 +154,9 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
             counts = _total_counts(batches.state.counts, d)
+            if not noted and d.main and (note := _missing_note(counts)):  # said once, at the first log step
+                tqdm.write(f"note: {note}")
+            noted = True
             record = {"step": step, "loss": mean_over_ranks(sum(terms_sum.values()), d),
                       **{k: mean_over_ranks(v, d) for k, v in sorted(terms_sum.items())},
                       "lr": sched.get_last_lr()[0], "images_per_s": per_step * (step - step_log) / (now - t_log),
@@ -271,13 +274,33 @@ def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+LABEL_OBJECTIVE = {"depth": "depth", "boxes": "grounding"}  # a missing label -> the objective it starves
+
+
 def _check_skips(state: StreamState, cfg: TrainConfig) -> None:
     seen, skipped = state.counts.get("seen", 0), state.counts.get("skipped", 0)
-    if seen >= cfg.data.min_samples_for_skip_check and skipped > cfg.data.max_skip_fraction * seen:
+    if seen < cfg.data.min_samples_for_skip_check:
+        return
+    if skipped > cfg.data.max_skip_fraction * seen:
         reasons = {k.split("/", 1)[1]: v for k, v in state.counts.items() if k.startswith("skipped/")}
         raise MTVError(f"{cfg.data.train}: {skipped} of {seen} samples could not be used "
                        f"({skipped / seen:.1%} > data.max_skip_fraction={cfg.data.max_skip_fraction}); "
                        f"reasons: {reasons}")
+    used = seen - skipped
+    for label, objective in LABEL_OBJECTIVE.items():
+        missing = state.counts.get(f"missing/{label}", 0)
+        if used and missing > cfg.data.max_missing_label_fraction * used:
+            raise MTVError(f"{cfg.data.train}: {missing} of {used} samples have no {label} labels "
+                           f"({missing / used:.1%} > data.max_missing_label_fraction="
+                           f"{cfg.data.max_missing_label_fraction}); label them with mtv label or set "
+                           f"{objective}.enabled=false")
+
+
+def _missing_note(counts: dict) -> str:
+    used = counts.get("seen", 0) - counts.get("skipped", 0)
+    parts = [f"{counts[f'missing/{k}']} of {used} samples have no {k} labels ({o} learns from the rest)"
+             for k, o in LABEL_OBJECTIVE.items() if counts.get(f"missing/{k}")]
+    return "; ".join(parts)
 
 
 def _rng_state() -> dict:
@@ -370,4 +393,6 @@ def _summary(run: Path, steps: int, seconds: float, per_step: int, total: dict[s
 def _print_summary(s: dict) -> None:
     print(f"trained {s['steps_this_run']} steps in {s['seconds']:.0f} s ({s['images_per_s']:.1f} images/s); "
           f"samples seen {s['samples_seen']}, skipped {s['samples_skipped']} {s['skip_reasons'] or ''}")
+    if s["labels_missing"]:
+        print("labels missing: " + ", ".join(f"{k} in {v} samples" for k, v in s["labels_missing"].items()))
     print(f"checkpoint: {s['checkpoint']}\nmetrics:    {s['metrics']}")
