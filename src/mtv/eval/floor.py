@@ -5,6 +5,8 @@ built with the init seed and logit initialisation its training used (read from `
 Both the untrained model and its report are cached under ``$MTV_CACHE`` (default ``~/.cache/mtv``): the model
 per architecture and init, the report per model, data, probe list and probe settings, so the floor costs
 nothing the second time. Entries appear whole or not at all (written under a temporary name, then renamed).
+The key holds the mtv version, not the probe code: after changing a probe in a development checkout, clear
+``$MTV_CACHE``.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def radar(runs: list[tuple[str, dict]], path: str | os.PathLike, spreads: list[d
     spreads, floor = _spreads(spreads, len(runs)), floor or {}
     scales = {k: _axis_scale(_drawn(k, runs, spreads, floor), k.endswith(LOWER_IS_BETTER)) for k in keys}
     angles = np.arange(len(keys)) * 2 * np.pi / len(keys)
-    fig = plt.figure(figsize=(8, 7))
+    fig = plt.figure(figsize=(8, 8))
     ax = fig.add_subplot(polar=True)
     ax.set_theta_offset(np.pi / 2)  # first axis at the top, then clockwise
     ax.set_theta_direction(-1)
@@ -128,7 +128,9 @@ def radar(runs: list[tuple[str, dict]], path: str | os.PathLike, spreads: list[d
         for a, rad, k in zip(angles, r, keys):
             ax.text(a, rad + 0.06, format_metric(k, metrics[k]).rstrip("%"), color=colour, fontsize=10,
                     ha="center", va="center")
-    ax.legend(loc="lower right", bbox_to_anchor=(1.25, -0.08), fontsize=13, frameon=True)
+    # below the plot, never over an axis label
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(3, len(runs) + bool(floor)), fontsize=12,
+              frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
