@@ -23,8 +23,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(a / (257.0 if img.mode.startswith("I;16") or a.max() <= 65535 else
-                                          a.max() / 255.0), 0, 255).round().astype(np.uint8), "L")
+        scale = 257.0 if a.max() <= 65535 else a.max() / 255.0  # 16-bit range, or a 32-bit image's own peak
+        img = Image.fromarray(np.clip(a / scale, 0, 255).round().astype(np.uint8), "L")
     elif img.mode == "F":
         img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
     if (img.mode == "P" and "transparency" in img.info) or img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):

@@ -257,11 +257,9 @@ def _apply_new_optim(cfg: TrainConfig, saved: dict, opt, sched, d: Dist) -> None
                if saved.get(k) != getattr(cfg.optim, k)]
     if not changed:
         return
-    sched.base_lrs = [cfg.optim.lr] * len(opt.param_groups)
-    for group in opt.param_groups:
-        group["initial_lr"] = cfg.optim.lr
+    sched.base_lrs = [cfg.optim.lr] * len(opt.param_groups)  # every later sched.step() scales this
+    for group in opt.param_groups:  # the first step after resume, before the scheduler steps again
         group["lr"] = cfg.optim.lr * sched.lr_lambdas[0](sched.last_epoch)
-    sched._last_lr = [group["lr"] for group in opt.param_groups]
     opt.param_groups[0]["weight_decay"] = cfg.optim.weight_decay  # group 1 (biases, norms) never decays
     if d.main:
         print(f"resume: optim {', '.join(changed)} from the config, not the checkpoint")
