@@ -176,6 +176,11 @@ def score_geo_pair(pair: Pair, feat_a: torch.Tensor, size_a: tuple[int, int], fe
     return GeoResult(px, best, second, err, pair.geo.angle, pair.geo.step, pair.geo.unit)
 
 
+def threshold_tag(t: float) -> str:
+    """The metric-name suffix of a pixel threshold: 0.05 -> "05" (``corr_geo_recall_05``)."""
+    return f"{round(t * 100):02d}"
+
+
 def geo_metrics(results: Sequence[GeoResult], thresholds: Sequence[float] = (0.01, 0.05, 0.10),
                 headline: float = 0.05, ratio: float | None = RATIO_TEST) -> tuple[dict, dict]:
     """Metrics and config of the geometric probe, matches pooled over pairs. Plain pixel recall
@@ -184,16 +189,15 @@ def geo_metrics(results: Sequence[GeoResult], thresholds: Sequence[float] = (0.0
     k × step, ``STEPS_3D``) and ``corr_geo_recall_angle_<lo>_<hi>`` (pixel recall at ``headline`` per angle
     bin; empty bins left out), both after the ratio test when there is one."""
     px = torch.cat([r.px for r in results]).double()
-    tag = lambda t: f"{round(t * 100):02d}"  # noqa: E731
     rec = recall_at(px, thresholds)
-    metrics = {"corr_geo_recall": rec[headline], **{f"corr_geo_recall_{tag(t)}": v for t, v in rec.items()}}
+    metrics = {"corr_geo_recall": rec[headline], **{f"corr_geo_recall_{threshold_tag(t)}": v for t, v in rec.items()}}
     passed = torch.cat([ratio_test(r.best, r.second, ratio) if ratio is not None
                         else torch.ones(len(r.px), dtype=torch.bool) for r in results])
     tested = torch.where(passed, px, torch.full_like(px, torch.nan))
     if ratio is not None:
         rec = recall_at(tested, thresholds)
         metrics |= {"corr_geo_recall_ratio": rec[headline],
-                    **{f"corr_geo_recall_ratio_{tag(t)}": v for t, v in rec.items()}}
+                    **{f"corr_geo_recall_ratio_{threshold_tag(t)}": v for t, v in rec.items()}}
     config = {"ratio_test": ratio if ratio is not None else False,
               "ratio_applies_to": "corr_geo_recall_ratio*, _3d_*, _angle_* (corr_geo_recall and _NN: plain "
                                   "nearest neighbour)" if ratio is not None else "none"}

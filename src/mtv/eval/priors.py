@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtv.eval.correspondence import Pair
+from mtv.eval.correspondence import Pair, threshold_tag
 from mtv.eval.depth_probe import DepthProtocol, score_depth_maps
 from mtv.eval.metrics import IGNORE, confusion, pck, recall_at, segmentation_scores
 
@@ -74,7 +74,7 @@ def geo_prior(pairs: Sequence[Pair], sizes_a: Sequence[tuple[int, int]], sizes_b
     errors = torch.cat([(_scale_points(p.pts_a, sa, sb) - torch.as_tensor(p.pts_b, dtype=torch.float64)).norm(dim=1)
                         / max(sb) for p, sa, sb in zip(pairs, sizes_a, sizes_b)])
     rec = recall_at(errors, thresholds)
-    return {"corr_geo_recall": rec[headline], **{f"corr_geo_recall_{round(t * 100):02d}": v for t, v in rec.items()}}
+    return {"corr_geo_recall": rec[headline], **{f"corr_geo_recall_{threshold_tag(t)}": v for t, v in rec.items()}}
 
 
 def sem_prior(pairs: Sequence[Pair], sizes_a: Sequence[tuple[int, int]], sizes_b: Sequence[tuple[int, int]],
