@@ -208,26 +208,30 @@ def _check_same_model(saved: dict, cfg: TrainConfig, run: Path) -> None:
 def _processor(cfg: TrainConfig, run: Path, shards: list[str], d: Dist):
     """The tokenizer+image processor that export ships; trained once on the corpus captions by rank 0."""
     folder = run / "processor"
-    if d.main and not (folder / "processor_config.json").exists() and cfg.model.init:
-        processor = load_processor(cfg.model.init)  # its own tokenizer, size, resampling, mean and std
-        if cfg.model.image_size:
-            processor.image_processor.size = {"height": cfg.model.image_size, "width": cfg.model.image_size}
-        processor.save_pretrained(folder)
-    elif d.main and not (folder / "processor_config.json").exists():
-        if cfg.model.tokenizer:
-            try:
-                tok = SiglipTokenizer.from_pretrained(cfg.model.tokenizer, model_max_length=cfg.model.text_length)
-            except (OSError, ValueError) as e:
-                raise MTVError(f"model.tokenizer: {cfg.model.tokenizer} is not a SigLIP tokenizer "
-                               f"({str(e).splitlines()[0]})") from None
+    if d.main and not (folder / "processor_config.json").exists():
+        if cfg.model.init:
+            processor = load_processor(cfg.model.init)  # its own tokenizer, size, resampling, mean and std
+            if cfg.model.image_size:
+                processor.image_processor.size = {"height": cfg.model.image_size, "width": cfg.model.image_size}
+            processor.save_pretrained(folder)
         else:
-            tok = train_tokenizer(_captions(shards, cfg.model.tokenizer_captions), str(folder),
-                                  cfg.model.vocab_size, cfg.model.text_length)
-        size = (load_config(cfg.model.config).vision_config.image_size if cfg.model.config
-                else _model_config(cfg, tok).vision_config.image_size)
-        build_processor(tok, size).save_pretrained(folder)
+            tok = _tokenizer(cfg, folder, shards)
+            # _model_config applies model.config, the preset and model.image_size: the model's own size
+            build_processor(tok, _model_config(cfg, tok).vision_config.image_size).save_pretrained(folder)
     d.barrier()
     return load_processor(folder)
+
+
+def _tokenizer(cfg: TrainConfig, folder: Path, shards: list[str]):
+    """``model.tokenizer`` when given, else a SentencePiece model trained on the corpus captions."""
+    if not cfg.model.tokenizer:
+        return train_tokenizer(_captions(shards, cfg.model.tokenizer_captions), str(folder), cfg.model.vocab_size,
+                               cfg.model.text_length)
+    try:
+        return SiglipTokenizer.from_pretrained(cfg.model.tokenizer, model_max_length=cfg.model.text_length)
+    except (OSError, ValueError) as e:
+        raise MTVError(f"model.tokenizer: {cfg.model.tokenizer} is not a SigLIP tokenizer "
+                       f"({str(e).splitlines()[0]})") from None
 
 
 def _captions(shards: list[str], limit: int) -> list[str]:
