@@ -21,7 +21,7 @@ from mtv import stats
 from mtv.config import TrainConfig, load_config
 from mtv.errors import MTVError
 from mtv.eval.radar import radar, reference_level, table
-from mtv.eval.report import LOWER_IS_BETTER, format_metric
+from mtv.eval.report import LOWER_IS_BETTER, REFERENCE_TITLES, format_metric
 from mtv.eval.suite import run_suite
 from mtv.export import export
 from mtv.train import checkpoint, train
@@ -54,7 +54,7 @@ COMPARISONS: dict[str, list[tuple[str, str]]] = {
     "pairs": [("VL+SSL", "VL"), ("VL+Grounding", "VL"), ("VL+Depth", "VL")],
 }
 REFERENCES = {"floor": "metrics_floor", "prior": "metrics_prior"}  # ablation.json key -> eval report key
-REFERENCE_COLUMNS = {"floor": "untrained floor", "prior": "prior"}
+REFERENCE_COLUMNS = {key: REFERENCE_TITLES[field] for key, field in REFERENCES.items()}
 
 
 def rung_dir(switches: dict[str, bool]) -> str:

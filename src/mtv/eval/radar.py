@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mtv import stats
 from mtv.errors import MTVError
-from mtv.eval.report import LOWER_IS_BETTER, format_metric
+from mtv.eval.report import LOWER_IS_BETTER, REFERENCE_TITLES, format_metric
 
 # metric key -> axis label (benchmark on the first line, task on the second), in the paper's order
 AXES = {
@@ -159,8 +159,8 @@ def compare(run_dirs: list[str], out: str | os.PathLike) -> dict:
     named = load_reports(run_dirs)
     runs = [(name, report["metrics"]) for name, report in named]
     reports = [report for _, report in named]
-    floor, prior = reference_level(reports, "metrics_floor"), reference_level(reports, "metrics_prior")
-    refs = [(title, ref) for title, ref in (("untrained floor", floor), ("image-free prior", prior)) if ref]
+    floor = reference_level(reports, "metrics_floor")
+    refs = [(title, ref) for field, title in REFERENCE_TITLES.items() if (ref := reference_level(reports, field))]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text("# Runs side by side\n\n" + table(runs + refs))

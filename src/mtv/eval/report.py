@@ -18,6 +18,7 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+REFERENCE_TITLES = {"metrics_floor": "untrained floor", "metrics_prior": "image-free prior"}  # report key -> column
 LOWER_IS_BETTER = ("rmse", "absrel")  # every other metric is a fraction, shown as a percentage
 
 
@@ -31,9 +32,8 @@ def _render_suite(report: dict) -> list[str]:
     lines = [f"# Evaluation of `{report['model']}` — suite `{report['suite']}`", "",
              f"Data: `{report['data']}`" + (f", probes trained on `{report['train']}`" if report.get("train") else "")
              + f" — images: {sizes}.", ""]
-    refs = {"untrained floor": report.get("metrics_floor", {}), "image-free prior": report.get("metrics_prior", {}),
-            "chance": report.get("chance", {})}
-    refs = {title: ref for title, ref in refs.items() if ref or title == "chance"}
+    refs = {title: report[field] for field, title in REFERENCE_TITLES.items() if report.get(field)}
+    refs["chance"] = report.get("chance", {})
     lines += ["| metric | value | " + " | ".join(refs) + " |", "|---|---:|" + "---:|" * len(refs)]
     for name, value in report["metrics"].items():
         cells = [format_metric(name, ref[name]) if name in ref else "—" for ref in refs.values()]
