@@ -205,6 +205,10 @@ def test_real_suite_runs_every_benchmark_it_finds(eval_model_with_heads, real_ro
     assert set(report["not_run"]) == {"grounding"}
     assert report["config"]["depth"]["crop"] == "eigen" and report["config"]["depth_head_kitti"]["crop"] == "garg"
     assert report["skipped"]["kitti-eigen-test/depth/no_ground_truth"] == 1
+    # NAVI is scored by Probe3D's protocol alone: corr_geo_recall is its 3-D recall at 2 cm
+    assert list(report["config"]["corr_geo"]["protocols"]) == ["corr_geo_recall*"]
+    assert report["config"]["corr_geo"]["protocols"]["corr_geo_recall*"]["headline"] == "3-D recall at 2 cm"
+    assert "corr_geo_recall_3d_2" in m and "corr_geo_recall_ratio" not in m
 
 
 def test_real_preset_on_a_folder_without_benchmarks_and_an_explicit_probe_both_fail(eval_model_dir, tmp_path):

@@ -143,6 +143,11 @@ def test_world_suite_reports_every_probe(world_report, world_eval_splits):
     assert cfg["seg"]["epochs"] == 2 and cfg["seg"]["seed"] == 0 and cfg["seg"]["n_train"] == 24
     assert cfg["depth"]["crop"] == "none" and cfg["depth"]["test_time_augmentation"] is False
     assert cfg["feature_passes"] == 3  # train, held-out, held-out second views: once each
+    # the world suite keeps today's corr_geo_recall* and adds Probe3D's beside it, each named in the config
+    assert set(cfg["corr_geo"]["protocols"]) == {"corr_geo_recall*", "corr_geo_p3d_recall*"}
+    assert cfg["corr_geo"]["protocols"]["corr_geo_recall*"]["protocol"].startswith("mtv")
+    assert cfg["corr_geo"]["protocols"]["corr_geo_p3d_recall*"]["protocol"].startswith("probe3d")
+    assert {"corr_geo_p3d_recall", "corr_geo_p3d_recall_3d_2", "corr_geo_p3d_recall_px_05"} <= set(report["metrics"])
     assert report["num_samples"] == {"train": 24, "test": 16, "test-view2": 16}
     assert "| seg_miou |" in (out / "report.md").read_text()
 

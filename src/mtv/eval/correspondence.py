@@ -15,6 +15,16 @@ rotation angle between the two cameras) in bins 0–30–60–90–120°. The pl
 ``corr_geo_recall_NN``) keep their meaning — nearest neighbour, no ratio test — in both suites; the ratio test
 applies to ``corr_geo_recall_ratio*``, ``corr_geo_recall_3d_*`` and ``corr_geo_recall_angle_*``.
 
+Probe3D's own NAVI protocol (``PROBE3D``, `score_probe3d_pair`, `probe3d_metrics`): both views' depth maps are
+back-projected into per-pixel 3-D point grids and subsampled by nearest neighbour to a quarter of the image side
+(Probe3D's ``scale_factor`` 0.25 of its 512-px crops; at most 128 points a side here, as there); the patch
+features are upsampled bicubically to that grid. Every valid point of A (depth > 0) is matched to its two
+nearest valid points of B by cosine distance, the matches are ranked by 1 - d1/d2 and the best 1000 kept (no
+threshold). A match's 3-D error is the distance between A's point moved into B's frame and the matched point of
+B (no visibility test: the error is measured in 3-D); its 2-D error the distance of both projected into B.
+Recall at 1, 2, 5 steps (1, 2, 5 cm on NAVI; 2 is the headline), 2-D recall at 0.01/0.05/0.10 of B's longer side
+(Probe3D's 5/25/50 px at 512 px), and the 2-step recall averaged per pair in half-open bins 0-30-60-90-120°.
+
 Semantic (SPair-71k protocol, MTV World analog): two *different* scenes whose main objects have the same shape
 (colours may differ), with five keypoints that mean the same thing on any object of that shape — the centroid
 of its pixels and its top-, bottom-, left- and right-most pixels. PCK@0.1 counts a keypoint correct when its
@@ -37,19 +47,29 @@ RATIO_TEST = 0.8  # Lowe's distance ratio; None switches the test off
 STEPS_3D = (1, 2, 5)  # 3-D thresholds in units of `GeoTruth.step` (Probe3D: 1, 2, 5 cm)
 ANGLE_BINS = (0.0, 30.0, 60.0, 90.0, 120.0)  # degrees of relative camera rotation
 _CHUNK = 256  # queries per similarity block
+PROBE3D = "probe3d"
+MTV = "mtv"
+GEO_PROTOCOLS = (MTV, PROBE3D)
+PROBE3D_MATCHES = 1000  # matches kept per pair, ranked by the ratio weight
+PROBE3D_GRID_FACTOR = 0.25  # point grid side / image side (Probe3D's scale_factor)
+PROBE3D_MAX_GRID = 128  # Probe3D's 0.25 x 512 px: larger photos are subsampled to this longer side
+PROBE3D_HEADLINE_STEP = 2  # 2 cm on NAVI
 
 
 @dataclass
 class GeoTruth:
     """3-D truth of a geometric pair: ``xyz_b`` (M, 3) the true points in B's camera frame, ``angle`` the
     rotation between the cameras (degrees), ``target()`` B's (depth, K) loaded on demand, ``step`` the 3-D
-    threshold unit in depth units, named ``unit``."""
+    threshold unit in depth units, named ``unit``; ``source()`` A's (depth, K) and ``a_to_b`` the relative
+    pose (4x4, A's camera to B's), which the Probe3D protocol needs."""
 
     xyz_b: np.ndarray
     angle: float
     target: Callable[[], tuple[np.ndarray, np.ndarray]]
     step: float
     unit: str
+    source: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+    a_to_b: np.ndarray | None = None
 
 
 @dataclass
@@ -214,6 +234,102 @@ def geo_metrics(results: Sequence[GeoResult], thresholds: Sequence[float] = (0.0
         metrics |= {f"corr_geo_recall_angle_{lo:g}_{hi:g}": v
                     for (lo, hi), v in binned_recall(hits, angles, ANGLE_BINS).items()}
         config["angle_bins"] = "-".join(f"{a:g}" for a in ANGLE_BINS) + " deg, pixel recall at headline"
+    return metrics, config
+
+
+def point_grid(depth: np.ndarray, K: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Probe3D's point grid of one view: every pixel centre back-projected with its depth, then subsampled by
+    nearest neighbour to `PROBE3D_GRID_FACTOR` of the image side (at most `PROBE3D_MAX_GRID`); (3, h, w) camera
+    coordinates with z = 0 where the depth is invalid, and (h, w)."""
+    H, W = depth.shape
+    v, u = np.mgrid[0:H, 0:W]
+    rays = np.linalg.solve(K, np.stack([u.ravel() + 0.5, v.ravel() + 0.5, np.ones(H * W)]))
+    z = np.nan_to_num(depth.astype(np.float64).ravel(), nan=0.0)
+    xyz = torch.as_tensor((rays * np.where(z > 0, z, 0.0)).reshape(3, H, W), dtype=torch.float32)
+    factor = min(PROBE3D_GRID_FACTOR, PROBE3D_MAX_GRID / max(H, W))
+    size = (max(2, int(H * factor)), max(2, int(W * factor)))
+    return F.interpolate(xyz[None], size=size, mode="nearest")[0], size
+
+
+@dataclass
+class Probe3DResult:
+    """One pair's kept matches under the Probe3D protocol: 3-D errors (depth units), 2-D errors as fractions
+    of B's longer side, the pair's relative angle and its 3-D step."""
+
+    err_3d: torch.Tensor
+    err_px: torch.Tensor
+    angle: float
+    step: float
+    unit: str
+
+
+def ratio_matches(feat_a: torch.Tensor, feat_b: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (into A's rows, into B's rows) of the ``count`` matches with the highest 1 - d1/d2, d the cosine
+    distances of an A row to its two nearest B rows (each distance floored at 1e-9, as Probe3D)."""
+    a, b = F.normalize(feat_a.float(), dim=1), F.normalize(feat_b.float(), dim=1)
+    weights, nearest = [], []
+    for i in range(0, len(a), _CHUNK):
+        top = (a[i:i + _CHUNK] @ b.T).topk(2, dim=1)
+        dist = (1 - top.values).clamp_min(1e-9)
+        weights.append(1 - dist[:, 0] / dist[:, 1])
+        nearest.append(top.indices[:, 0])
+    keep = torch.cat(weights).topk(min(count, len(a))).indices
+    return keep, torch.cat(nearest)[keep]
+
+
+def score_probe3d_pair(pair: Pair, feat_a: torch.Tensor, feat_b: torch.Tensor, size_b: tuple[int, int],
+                       count: int = PROBE3D_MATCHES) -> Probe3DResult | None:
+    """Match one pair as Probe3D's NAVI evaluation does (module docstring); None when either view has fewer
+    than two valid points."""
+    geo = pair.geo
+    if geo is None or geo.source is None or geo.a_to_b is None:
+        raise ValueError("the Probe3D protocol needs both views' depth and the relative pose (GeoTruth.source)")
+    (xyz_a, grid_a), (xyz_b, grid_b) = point_grid(*geo.source()), point_grid(*geo.target())
+    fa = F.interpolate(feat_a[None].float(), size=grid_a, mode="bicubic", align_corners=False)[0]
+    fb = F.interpolate(feat_b[None].float(), size=grid_b, mode="bicubic", align_corners=False)[0]
+    valid_a, valid_b = xyz_a[2] > 0, xyz_b[2] > 0
+    if valid_a.sum() < 2 or valid_b.sum() < 2:
+        return None
+    ia, ib = ratio_matches(fa[:, valid_a].T, fb[:, valid_b].T, count)
+    rt = torch.as_tensor(geo.a_to_b, dtype=torch.float32)
+    a_in_b = xyz_a[:, valid_a].T[ia] @ rt[:3, :3].T + rt[:3, 3]
+    matched = xyz_b[:, valid_b].T[ib]
+    K_b = torch.as_tensor(geo.target()[1], dtype=torch.float32)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        uvw = x @ K_b.T
+        return uvw[:, :2] / uvw[:, 2:].clamp_min(1e-9)
+
+    err_px = (project(a_in_b) - project(matched)).norm(dim=1) / max(size_b)
+    return Probe3DResult((a_in_b - matched).norm(dim=1), err_px, geo.angle, geo.step, geo.unit)
+
+
+def probe3d_metrics(results: Sequence[Probe3DResult], prefix: str = "corr_geo",
+                    thresholds: Sequence[float] = (0.01, 0.05, 0.10)) -> tuple[dict, dict]:
+    """Metrics and config of the Probe3D protocol, matches pooled over pairs: ``<prefix>_recall`` (3-D recall
+    at `PROBE3D_HEADLINE_STEP` steps), ``_recall_3d_<k>`` (k in `STEPS_3D`), ``_recall_px_<t>`` (2-D, fraction
+    of B's longer side) and ``_recall_angle_<lo>_<hi>`` (the headline recall of each pair, averaged over the
+    pairs of each half-open angle bin; empty bins left out)."""
+    err = torch.cat([r.err_3d.double() / r.step for r in results])
+    rec3 = recall_at(err, STEPS_3D)
+    metrics = {f"{prefix}_recall": recall_at(err, (PROBE3D_HEADLINE_STEP,))[PROBE3D_HEADLINE_STEP],
+               **{f"{prefix}_recall_3d_{s}": v for s, v in rec3.items()},
+               **{f"{prefix}_recall_px_{threshold_tag(t)}": v
+                  for t, v in recall_at(torch.cat([r.err_px for r in results]), thresholds).items()}}
+    per_pair = torch.tensor([(r.err_3d.double() / r.step < PROBE3D_HEADLINE_STEP).double().mean().item()
+                             for r in results])
+    angles = torch.tensor([r.angle for r in results], dtype=torch.float64)
+    metrics |= {f"{prefix}_recall_angle_{lo:g}_{hi:g}": v
+                for (lo, hi), v in binned_recall(per_pair, angles, ANGLE_BINS, closed=False).items()}
+    unit = results[0].unit
+    config = {"protocol": f"{PROBE3D} (Probe3D's NAVI evaluation: every valid pixel on a point grid of "
+                          f"{PROBE3D_GRID_FACTOR:g} x the image side (at most {PROBE3D_MAX_GRID}), bicubic "
+                          f"features, the {PROBE3D_MATCHES} best matches by 1 - d1/d2 per pair)",
+              "headline": f"3-D recall at {PROBE3D_HEADLINE_STEP} {unit}",
+              "thresholds_3d": f"{', '.join(map(str, STEPS_3D))} {unit}",
+              "thresholds_px": "fraction of the target image's longer side",
+              "angle_bins": "-".join(f"{a:g}" for a in ANGLE_BINS) + " deg, half-open, mean of per-pair "
+                            "headline recall"}
     return metrics, config
 
 

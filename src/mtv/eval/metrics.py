@@ -106,12 +106,14 @@ def rotation_angle(rotation: torch.Tensor) -> float:
     return torch.rad2deg(torch.arccos(cos)).item()
 
 
-def binned_recall(hits: torch.Tensor, values: torch.Tensor, edges: Sequence[float]) -> dict[tuple[float, float], float]:
-    """Fraction of ``hits`` (bool, one per match) per bin ``[edges[i], edges[i + 1])`` of ``values`` (one per
-    match), the last bin closed; values outside the edges are left out, and so are bins with no match."""
+def binned_recall(hits: torch.Tensor, values: torch.Tensor, edges: Sequence[float],
+                  closed: bool = True) -> dict[tuple[float, float], float]:
+    """Mean of ``hits`` (bool or fraction, one per match) per bin ``[edges[i], edges[i + 1])`` of ``values`` (one
+    per match), the last bin closed unless ``closed`` is False (Probe3D's bins); values outside the edges are
+    left out, and so are bins with no match."""
     out = {}
     for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        sel = (values >= lo) & ((values <= hi) if k == len(edges) - 2 else (values < hi))
+        sel = (values >= lo) & ((values <= hi) if closed and k == len(edges) - 2 else (values < hi))
         if sel.any():
             out[(lo, hi)] = hits[sel].double().mean().item()
     return out

@@ -28,7 +28,8 @@ from mtv.data.decode import open_image
 from mtv.eval.benchmarks import Split
 from mtv.eval.benchmarks.real import RealData
 from mtv.eval.benchmarks.world import load_world
-from mtv.eval.correspondence import geo_metrics, match, score_geo_pair
+from mtv.eval.correspondence import (GEO_PROTOCOLS, MTV, PROBE3D, geo_metrics, match, probe3d_metrics,
+                                     score_geo_pair, score_probe3d_pair)
 from mtv.eval.depth_probe import evaluate_depth_probe, train_depth_probe
 from mtv.eval.features import embed_texts
 from mtv.eval.floor import floor_report_dir, publish, untrained_model
@@ -48,6 +49,7 @@ NEEDS_HEADS = ("depth_head", "grounding")  # an untrained encoder has no heads: 
 SUITES = {"world": PROBES, "real": PROBES}
 GEO_THRESHOLDS = (0.01, 0.05, 0.10)  # fractions of the target image's longer side
 GEO_HEADLINE = 0.05
+GEO_TAGS = {MTV: "mtv", PROBE3D: "p3d"}  # metric prefix of a protocol that is not its split's first
 SEG_BUDGET = ProbeBudget(seed=0, epochs=20, lr=5e-3, batch_size=32)
 DEPTH_BUDGET = ProbeBudget(seed=0, epochs=10, lr=5e-4, batch_size=8, weight_decay=1e-2)  # Probe3D's AdamW
 TRAIN_LABEL_FACTOR = 4  # probes train on label maps at 4x the patch grid; tests score at full label size
@@ -236,27 +238,45 @@ def _feature_map(feats: Features, i: int) -> torch.Tensor:
 
 
 def probe_corr_geo(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
+    """Each protocol of ``test.geo_protocols`` in turn: the first owns the ``corr_geo_recall*`` names, the others
+    take ``corr_geo_<tag>_recall*`` (`GEO_TAGS`); the config names the protocol behind each prefix."""
     if not test.geo_pairs:
         raise NotRun(f"{test.name} has no view pairs with ground-truth matches")
+    bad = [p for p in test.geo_protocols if p not in GEO_PROTOCOLS]
+    if bad or not test.geo_protocols:
+        raise MTVError(f"{test.name}: geometric protocols {test.geo_protocols!r}; choose from {GEO_PROTOCOLS}")
     fa = ctx.store(test)
     partner = test.partner or test
     fb = fa if partner is test else ctx.store(partner)
-    results, scored = [], []
-    for p in test.geo_pairs:
-        if not (fa.ok[p.a] and fb.ok[p.b]):
-            test.skipped["corr_geo/bad_image"] += 1
-            continue
-        results.append(score_geo_pair(p, _feature_map(fa, p.a), fa.sizes[p.a], _feature_map(fb, p.b),
-                                      fb.sizes[p.b]))
-        scored.append(p)
-    if not results:
+    scored = [p for p in test.geo_pairs if fa.ok[p.a] and fb.ok[p.b]]
+    test.skipped["corr_geo/bad_image"] += len(test.geo_pairs) - len(scored)
+    if not scored:
         raise NotRun("no pair had both images readable")
-    metrics, cfg = geo_metrics(results, GEO_THRESHOLDS, GEO_HEADLINE)
-    ctx.prior.update(geo_prior(scored, [fa.sizes[p.a] for p in scored], [fb.sizes[p.b] for p in scored],
-                               GEO_THRESHOLDS, GEO_HEADLINE))
-    return metrics, {}, {"pairs": len(results), "matches": int(sum(len(r.px) for r in results)),
-                         "thresholds": "fraction of the target image's longer side", "headline": GEO_HEADLINE,
-                         "features": "final patch tokens, bilinear upsampling, cosine nearest neighbour", **cfg}
+    metrics, config = {}, {"pairs": len(scored), "protocols": {}}
+    for k, protocol in enumerate(test.geo_protocols):
+        prefix = "corr_geo" if k == 0 else f"corr_geo_{GEO_TAGS[protocol]}"
+        maps = [(_feature_map(fa, p.a), _feature_map(fb, p.b)) for p in scored]
+        if protocol == MTV:
+            results = [score_geo_pair(p, a, fa.sizes[p.a], b, fb.sizes[p.b]) for p, (a, b) in zip(scored, maps)]
+            m, cfg = geo_metrics(results, GEO_THRESHOLDS, GEO_HEADLINE)
+            m = {prefix + key.removeprefix("corr_geo"): v for key, v in m.items()}
+            cfg = {"protocol": f"{MTV} (sampled true matches, nearest neighbour)", "thresholds":
+                   "fraction of the target image's longer side", "headline": GEO_HEADLINE,
+                   "matches": int(sum(len(r.px) for r in results)),
+                   "features": "final patch tokens, bilinear upsampling, cosine nearest neighbour", **cfg}
+            if k == 0:
+                ctx.prior.update(geo_prior(scored, [fa.sizes[p.a] for p in scored],
+                                           [fb.sizes[p.b] for p in scored], GEO_THRESHOLDS, GEO_HEADLINE))
+        else:
+            results = [r for p, (a, b) in zip(scored, maps) if (r := score_probe3d_pair(p, a, b, fb.sizes[p.b]))]
+            test.skipped[f"corr_geo/{protocol}_too_few_points"] += len(scored) - len(results)
+            if not results:
+                raise NotRun(f"no pair had two valid depth points per view for the {protocol} protocol")
+            m, cfg = probe3d_metrics(results, prefix)
+            cfg = {**cfg, "matches": int(sum(len(r.err_3d) for r in results)), "pairs": len(results)}
+        metrics |= m
+        config["protocols"][f"{prefix}_recall*"] = cfg
+    return metrics, {}, config
 
 
 def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mtv.errors import MTVError, SkipSample
-from mtv.eval.correspondence import Pair
+from mtv.eval.correspondence import PROBE3D, Pair
 from mtv.eval.depth_probe import DepthProtocol
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -38,6 +38,7 @@ class Split:
     depth_protocol: DepthProtocol | None = None
     phrases: list[list[tuple[str, list[float]]]] | None = None  # (phrase, xyxy px box) per image
     geo_pairs: list[Pair] | None = None
+    geo_protocols: tuple[str, ...] = (PROBE3D,)  # the first owns the corr_geo_recall* names (`probe_corr_geo`)
     partner: Split | None = None
     sem_pairs: list[Pair] | None = None
     skipped: Counter = field(default_factory=Counter)

@@ -5,7 +5,8 @@ pairs-multiview.txt`` (``image_1 image_2 angle``, paths relative to ``navi/``), 
 
 Poses map object to camera coordinates in the OpenGL convention (y up, z backwards, as NAVI's own GL
 projection assumes); they are flipped to OpenCV for `gt_matches`. Ground-truth matches are sampled on the
-object mask. Each pair keeps its 3-D truth (`GeoTruth`: points in B's frame, relative angle, 1 cm steps)."""
+object mask. Each pair keeps its 3-D truth (`GeoTruth`: points in B's frame, relative angle, 1 cm steps, both
+views' depth and the relative pose), and is scored by Probe3D's own protocol by default."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from mtv.errors import MTVError, SkipSample
 from mtv.eval.benchmarks import Split, limit, lines, need, read_map
-from mtv.eval.correspondence import GeoTruth, Pair, gt_matches, relative_angle
+from mtv.eval.correspondence import PROBE3D, GeoTruth, Pair, gt_matches, relative_angle
 
 LAYOUT = ("NAVI as <root>/navi/custom_splits/pairwise_pixel_correspondences/pairs-multiview.txt with "
           "<object>/<scene>/{annotations.json,images/,depth/,masks/}")
@@ -59,7 +60,10 @@ def _view(base: Path, rel: str, annotations: dict) -> tuple[np.ndarray, np.ndarr
     return GL_TO_CV @ pose, K, depth
 
 
-def load_navi(root: Path, max_samples: int | None = None, seed: int = 0) -> Split:
+def load_navi(root: Path, max_samples: int | None = None, seed: int = 0,
+              protocols: tuple[str, ...] = (PROBE3D,)) -> Split:
+    """NAVI's multiview pairs, scored by Probe3D's protocol unless ``protocols`` names others
+    (`mtv.eval.correspondence.GEO_PROTOCOLS`; the first owns the ``corr_geo_recall*`` names)."""
     base = need(root / "navi", LAYOUT)
     rows = limit(lines(base / "custom_splits" / "pairwise_pixel_correspondences" / "pairs-multiview.txt",
                        LAYOUT, 2), max_samples)
@@ -81,9 +85,11 @@ def load_navi(root: Path, max_samples: int | None = None, seed: int = 0) -> Spli
             split.skipped["corr_geo/no_visible_match"] += 1
             continue
         ids = [index.setdefault(str(base / r), len(index)) for r in (rel_a, rel_b)]
-        # B's depth is re-read when scored rather than kept for every pair (NAVI images are large)
-        target = lambda r=rel_b: _view(base, r, annotations)[2:0:-1]  # noqa: E731
-        pairs.append(Pair(ids[0], ids[1], pa, pb, geo=GeoTruth(xyz, relative_angle(rel), target, STEP_3D, "cm")))
+        # the depth maps are re-read when scored rather than kept for every pair (NAVI images are large)
+        source, target = (lambda r=r: _view(base, r, annotations)[2:0:-1] for r in (rel_a, rel_b))
+        pairs.append(Pair(ids[0], ids[1], pa, pb,
+                          geo=GeoTruth(xyz, relative_angle(rel), target, STEP_3D, "cm", source, rel)))
     split.images = list(index)
     split.geo_pairs = pairs
+    split.geo_protocols = protocols
     return split

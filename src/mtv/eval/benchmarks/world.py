@@ -9,7 +9,7 @@ from mtv.data.decode import decode_caption, decode_depth, decode_json
 from mtv.data.shards import ReadStats, dataset_meta, list_shards, read_samples
 from mtv.errors import SkipSample
 from mtv.eval.benchmarks import Split, read_map
-from mtv.eval.correspondence import GeoTruth, Pair, gt_matches, object_keypoints, relative_angle
+from mtv.eval.correspondence import MTV, PROBE3D, GeoTruth, Pair, gt_matches, object_keypoints, relative_angle
 from mtv.eval.depth_probe import DepthProtocol
 from mtv.eval.metrics import IGNORE
 from mtv.eval.zeroshot import DEFAULT_TEMPLATES
@@ -17,6 +17,7 @@ from mtv.eval.zeroshot import DEFAULT_TEMPLATES
 PROTOCOL = DepthProtocol(min_depth=1e-3, max_depth=30.0)  # the ground ends at radius 20 around the scene
 MATCHES_PER_PAIR = 100
 MIN_KEYPOINT_PIXELS = 12  # smaller main objects give no distinct keypoints
+WORLD_GEO_PROTOCOLS = (MTV, PROBE3D)  # today's corr_geo_recall* first; Probe3D's beside it as corr_geo_p3d_*
 STEP_3D = 0.1  # 3-D thresholds 0.1/0.2/0.5 scene units: a view spans ~5 units at the object (NAVI's ~0.5 m)
 
 
@@ -102,7 +103,9 @@ def _add_pairs(split: Split, samples: list[dict], infos: list[dict], labels_name
                                      np.random.default_rng([seed, i]), with_xyz=True)
             if len(pa) == 0:
                 raise SkipSample("no_visible_match")
-            truth = GeoTruth(xyz, relative_angle(rel), lambda d=d2, k=K2: (d, k), STEP_3D, "x 0.1 scene units")
+            K1 = _matrix(info["camera"]["K"], (3, 3))
+            truth = GeoTruth(xyz, relative_angle(rel), lambda d=d2, k=K2: (d, k), STEP_3D, "x 0.1 scene units",
+                             lambda d=d1, k=K1: (d, k), rel)
             geo.append(Pair(i, len(partner), pa, pb, geo=truth))
             partner.append(s["view2.png"])
         except SkipSample as e:
@@ -126,6 +129,7 @@ def _add_pairs(split: Split, samples: list[dict], infos: list[dict], labels_name
             continue
         by_shape.setdefault(obj["shape"], []).append((i, kps, obj["box"]))
     split.geo_pairs = geo
+    split.geo_protocols = WORLD_GEO_PROTOCOLS
     split.partner = Split(name=f"{split.name}-view2", images=partner)
     split.sem_pairs = [Pair(a[0], b[0], a[1], b[1], category=shape, bbox=tuple(b[2]))
                        for shape, group in sorted(by_shape.items()) for a, b in zip(group[:-1], group[1:])]
