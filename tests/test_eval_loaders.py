@@ -152,7 +152,7 @@ def test_nyu_and_kitti_depth_units_and_invalid_pixels(real_root):
     nyu = load_nyuv2(real_root, "test")
     d = nyu.depth(0)
     assert np.isnan(d[:5]).all() and 0.5 <= np.nanmin(d) and np.nanmax(d) < 9.0
-    assert nyu.depth_protocol.crop == "eigen" and len(load_nyuv2(real_root, "train")) == 2
+    assert nyu.depth_protocol.crop == "none" and len(load_nyuv2(real_root, "train")) == 2  # Probe3D: no crop
     kitti = load_kitti(real_root)
     assert kitti.depth(0).shape == (38, 124) and kitti.depth_protocol.max_depth == 80
     with pytest.raises(Exception, match="no_ground_truth"):
@@ -203,7 +203,7 @@ def test_real_suite_runs_every_benchmark_it_finds(eval_model_with_heads, real_ro
                 "depth_head_absrel", "depth_head_kitti_absrel"):
         assert key in m, key
     assert set(report["not_run"]) == {"grounding"}
-    assert report["config"]["depth"]["crop"] == "eigen" and report["config"]["depth_head_kitti"]["crop"] == "garg"
+    assert report["config"]["depth"]["crop"] == "none" and report["config"]["depth_head_kitti"]["crop"] == "garg"
     assert report["skipped"]["kitti-eigen-test/depth/no_ground_truth"] == 1
     # NAVI is scored by Probe3D's protocol alone: corr_geo_recall is its 3-D recall at 2 cm
     assert list(report["config"]["corr_geo"]["protocols"]) == ["corr_geo_recall*"]

@@ -1,8 +1,11 @@
 """Depth probe in the style of Probe3D, scaled down for CPUs: a light head on four frozen intermediate layers
 predicts metric depth as the expectation of a distribution over bins, trained with 10 × SigLoss + 0.5 × gradient
-loss. Probe3D's head is a DPT of width 512 over 256 bins; here the layers are normalised, concatenated and
-projected at the patch grid, refined by one 3×3 conv, and the bin logits upsampled bilinearly — the report
-states these choices with the budget."""
+loss. As Probe3D (``evals/models/probes.py``, ``evals/utils/losses.py``): 256 bins spaced evenly over the
+benchmark's range, normalised "linear" (ReLU + 0.1, divided by the sum); SigLoss and the gradient loss on
+log(depth + 1e-3), the gradient loss summed over 4 strides (1, 2, 4, 6) of differences between pixels two
+apart, each divided by the valid-pixel count of the batch at that stride. Probe3D's head is a DPT of width 512;
+here the layers are normalised, concatenated and projected at the patch grid, refined by one 3×3 conv, and the
+bin logits upsampled bilinearly before the normalisation — the report states these choices with the budget."""
 
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ from mtv.eval.metrics import depth_errors, mean_of, scale_shift_fit, valid_depth
 from mtv.eval.segmentation import ProbeBudget, fit_probe
 
 SIG_LAMBDA = 0.85
+LOG_EPS = 1e-3  # Probe3D's eps inside both losses' logarithms
+BIN_FLOOR = 0.1  # Probe3D's "linear" bin normalisation: relu(logit) + 0.1, divided by the sum
+GRAD_STRIDES = (1, 2, 4, 6)  # Probe3D's scales: the full map, then every 2nd, 4th and 6th pixel
 
 
 @dataclass(frozen=True)
@@ -59,25 +65,41 @@ class DepthProbe(nn.Module):
         x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
         x = self.refine(F.relu(self.project(x)))
         logits = F.interpolate(self.logits(F.relu(x)), size=tuple(size), mode="bilinear", align_corners=False)
-        return torch.einsum("bkhw,k->bhw", logits.softmax(1), self.centres)
+        return torch.einsum("bkhw,k->bhw", linear_bins(logits), self.centres)
+
+
+def linear_bins(logits: torch.Tensor) -> torch.Tensor:
+    """Probe3D's (AdaBins') "linear" normalisation of (B, K, H, W) bin logits: ReLU + 0.1, divided by the sum
+    over bins, so every bin keeps some mass and the expectation moves with the logits' ratios."""
+    weights = F.relu(logits) + BIN_FLOOR
+    return weights / weights.sum(1, keepdim=True)
+
+
+def _log_residual(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    return torch.where(valid, (pred + LOG_EPS).log() - (target.nan_to_num(1.0) + LOG_EPS).log(), 0)
 
 
 def sig_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Scale-invariant log loss (Eigen et al.): sqrt(var(g) + (1 - λ) mean(g)²), g = log pred - log target."""
-    g = pred[valid].log() - target[valid].log()
-    return (g.var(unbiased=False) + (1 - SIG_LAMBDA) * g.mean() ** 2).clamp_min(1e-12).sqrt()
+    """Scale-invariant log loss (Eigen et al.) over every valid pixel of the batch: sqrt(mean(g²) - λ mean(g)²),
+    g = log(pred + eps) - log(target + eps)."""
+    g = _log_residual(pred, target, valid)[valid]
+    return (g.square().mean() - SIG_LAMBDA * g.mean() ** 2).clamp_min(1e-12).sqrt()
 
 
 def gradient_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of horizontal and vertical log-depth gradients, where both pixels are valid."""
-    g = torch.where(valid, pred.clamp_min(1e-6).log() - target.nan_to_num(1.0).clamp_min(1e-6).log(), 0)
-    terms = []
-    for dim in (-1, -2):
-        both = valid.narrow(dim, 1, valid.shape[dim] - 1) & valid.narrow(dim, 0, valid.shape[dim] - 1)
-        diff = (g.narrow(dim, 1, g.shape[dim] - 1) - g.narrow(dim, 0, g.shape[dim] - 1)).abs()
-        if both.any():
-            terms.append(diff[both].mean())
-    return sum(terms) if terms else pred.sum() * 0.0
+    """Probe3D's (MegaDepth's) gradient loss on the log residual r: at each stride of `GRAD_STRIDES`, |r(p) -
+    r(p + 2)| over pairs of valid pixels two apart along each axis, summed over the batch and divided by its
+    valid pixels at that stride; summed over strides."""
+    r = _log_residual(pred, target, valid)
+    total = pred.sum() * 0.0
+    for step in GRAD_STRIDES:
+        rs, vs = r[..., ::step, ::step], valid[..., ::step, ::step]
+        if not vs.any():
+            continue
+        gy = ((rs[..., 2:, :] - rs[..., :-2, :]).abs() * (vs[..., 2:, :] & vs[..., :-2, :])).sum()
+        gx = ((rs[..., :, 2:] - rs[..., :, :-2]).abs() * (vs[..., :, 2:] & vs[..., :, :-2])).sum()
+        total = total + (gx + gy) / vs.sum()
+    return total
 
 
 def train_depth_probe(layers: torch.Tensor, grid: tuple[int, int], targets: torch.Tensor, protocol: DepthProtocol,

@@ -228,8 +228,10 @@ def probe_depth(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, di
     return {f"depth_{k}": v for k, v in scores.items()}, {}, \
         {**ctx.depth_budget.as_dict(), **protocol.describe(), "n_train": len(idx_tr), "n_test": len(idx_te),
          "layers": depth_layers(ctx.model.config.vision_config.num_hidden_layers),
-         "head": "LayerNorm per layer, concat, 1x1 conv 128, 3x3 conv, 256 linear bins, logits upsampled",
-         "loss": "10 x SigLoss(lambda 0.85) + 0.5 x gradient loss", "train_label_size": list(size),
+         "head": "LayerNorm per layer, concat, 1x1 conv 128, 3x3 conv, 256 evenly spaced bins, logits upsampled, "
+                 "Probe3D's linear normalisation (relu + 0.1, divided by the sum)",
+         "loss": "10 x SigLoss(lambda 0.85) + 0.5 x Probe3D's gradient loss (strides 1, 2, 4, 6; pixels two apart; "
+                 "divided by the valid pixels)", "train_label_size": list(size),
          "alignment": "raw, and aligned_* after least-squares scale and shift per image"}
 
 
