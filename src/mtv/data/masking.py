@@ -1,5 +1,5 @@
-"""BEiT-style block masks on the patch grid for iBOT: rectangles rather than scattered patches, so a masked
-patch cannot be guessed from its immediate neighbours."""
+"""BEiT-style block masks on the patch grid for iBOT, drawn as DINOv2's MaskingGenerator draws them: rectangles
+rather than scattered patches, so a masked patch cannot be guessed from its immediate neighbours."""
 
 from __future__ import annotations
 
@@ -11,37 +11,40 @@ import torch
 Block = tuple[slice, slice]
 
 
-def random_block(grid: tuple[int, int], min_area: int, max_area: int, rng: np.random.Generator,
+def random_block(grid: tuple[int, int], min_area: float, max_area: float, rng: np.random.Generator,
                  min_aspect: float = 0.3) -> Block | None:
-    """One draw of a rectangle: area uniform, aspect (rows / columns) log-uniform in [min_aspect, 1/min_aspect].
-    Returns (row slice, column slice), or None when the rounded rectangle breaks a bound or leaves the grid."""
+    """One draw of a rectangle as DINOv2's MaskingGenerator draws it: area uniform between ``min_area`` and
+    ``max_area`` (either may be the larger), aspect (rows / columns) log-uniform in [min_aspect, 1/min_aspect],
+    sides rounded, placed uniformly. Returns (row slice, column slice), or None when a side rounds to 0 or the
+    block is not strictly smaller than the grid on both axes."""
     rows, cols = grid
-    area = rng.uniform(min_area, max_area)
+    area = min_area + (max_area - min_area) * rng.random()  # numpy's uniform refuses max_area < min_area
     aspect = math.exp(rng.uniform(math.log(min_aspect), -math.log(min_aspect)))
     h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-    if not (min_area <= h * w <= max_area and min_aspect <= h / max(w, 1) <= 1 / min_aspect
-            and 0 < h <= rows and 0 < w <= cols):
+    if not (0 < h < rows and 0 < w < cols):
         return None
     top, left = int(rng.integers(0, rows - h + 1)), int(rng.integers(0, cols - w + 1))
     return slice(top, top + h), slice(left, left + w)
 
 
 def block_mask(grid: tuple[int, int], n_masked: int, rng: np.random.Generator, min_patches: int = 4,
-               min_aspect: float = 0.3, patience: int = 10) -> np.ndarray:
-    """(rows, cols) bool mask with at most ``n_masked`` patches, as a union of blocks of >= ``min_patches``.
+               min_aspect: float = 0.3, attempts: int = 10) -> np.ndarray:
+    """(rows, cols) bool mask with at most ``n_masked`` patches, as a union of blocks (DINOv2's generator).
 
-    Blocks are drawn no larger than the remaining budget, so the target is never exceeded; drawing stops after
-    ``patience`` draws in a row that add nothing (BEiT), so small grids or targets below ``min_patches`` may
-    fall short of the target."""
+    Each block is drawn with an area up to the remaining budget (and at most half the grid); it may overlap the
+    blocks before it and is kept when it adds between 1 and budget new patches, so the last few patches are
+    filled by small blocks and the target is almost always reached. Drawing stops after ``attempts`` draws in a
+    row that add nothing."""
     mask = np.zeros(grid, dtype=bool)
-    misses = 0
-    while misses < patience and (budget := n_masked - int(mask.sum())) >= min_patches:
-        block = random_block(grid, min_patches, budget, rng, min_aspect)
-        if block is None or mask[block].all():
-            misses += 1
-            continue
-        mask[block] = True
-        misses = 0
+    cap = mask.size / 2
+    while (budget := min(n_masked - int(mask.sum()), cap)) > 0:
+        for _ in range(attempts):
+            block = random_block(grid, min_patches, budget, rng, min_aspect)
+            if block is not None and 0 < (~mask[block]).sum() <= budget:
+                mask[block] = True
+                break
+        else:
+            break
     return mask
 
 

@@ -7,11 +7,13 @@ an affine map, per image and over valid pixels:
   pseudo-label happened to be scaled);
 - the prediction is then aligned to it, either by the least-squares scale and shift (``"lstsq"``, MiDaS) or by
   the same median/MAD normalisation (``"median"``, Depth Anything's form);
-- the SSI term is the mean squared (``lstsq``) or absolute (``median``) aligned residual; gradient matching
-  penalises the residual's finite differences at ``scales`` strides (1, 2, 4, 8), each normalised by its valid
-  pixel count, summed over scales.
+- the SSI term is the squared aligned residual summed and divided by 2M (``lstsq``; M valid pixels, MiDaS's
+  ``mse_loss``) or the mean absolute one (``median``, Depth Anything); gradient matching penalises the
+  residual's finite differences at ``scales`` strides (1, 2, 4, 8), each normalised by its valid pixel count,
+  summed over scales. With the 2M, ``grad_weight`` is MiDaS's alpha (0.5 in MiDaS).
 
-Each image with enough valid pixels weighs the same; images with fewer contribute nothing.
+Each image with enough valid pixels weighs the same (MiDaS's image-based reduction); images with fewer
+contribute nothing.
 """
 
 from __future__ import annotations
@@ -96,8 +98,11 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     pred, target, mask = pred[used], target[used], mask[used]
     aligned, normed = align(pred, target, mask, normalisation)
     residual = torch.where(mask, aligned - normed, 0.0)
-    per_pixel = residual.abs() if normalisation == "median" else residual.square()
-    ssi = per_pixel.flatten(1).sum(1) / mask.flatten(1).sum(1)
+    count = mask.flatten(1).sum(1)
+    if normalisation == "median":
+        ssi = residual.abs().flatten(1).sum(1) / count
+    else:
+        ssi = residual.square().flatten(1).sum(1) / (2 * count)
     if grad_weight:
         ssi = ssi + grad_weight * gradient_matching(residual, mask, scales)
     return ssi.mean()

@@ -19,8 +19,10 @@ class DepthConfig(BaseModel):
     weight: float = Field(1.0, ge=0, description="lambda of loss_depth in the total loss")
     width: int = Field(64, ge=4, description="channels of the DPT head's pyramid (256 in DPT; small for tiny)")
     normalisation: Literal["lstsq", "median"] = Field(
-        "lstsq", description="align prediction to target by least-squares scale+shift (MiDaS) or median/MAD")
-    grad_weight: float = Field(0.5, ge=0, description="weight of multi-scale gradient matching")
+        "lstsq", description="align prediction to target by least-squares scale+shift (MiDaS; squared residual / 2M)"
+                             " or median/MAD (Depth Anything; mean absolute residual)")
+    grad_weight: float = Field(0.5, ge=0, description="weight of multi-scale gradient matching; with lstsq it is "
+                                                      "MiDaS's alpha (0.5 = MiDaS's default balance)")
     scales: int = Field(4, ge=1, description="gradient-matching scales (strides 1, 2, 4, ...)")
     min_valid_fraction: float = Field(0.05, ge=0, le=1, description="images with fewer valid pixels are skipped")
     resize: Literal["bilinear", "nearest"] = Field(

@@ -199,7 +199,9 @@ class SelfSupervised(nn.Module):
             with torch.no_grad():
                 targets = self.ibot_centering(teacher_ibot_head(teacher.tokens[m]), teacher_temp)
             student = student_ibot_head(student_global_patches[rows][m])
-            terms["loss_ibot"] = cfg.loss_scale * cfg.ibot_weight * ibot_loss(student, targets, m, cfg.student_temp)
+            # the divisor is the maskable views (global view 2; the clean view never is), as DINOv2's all global crops
+            loss = ibot_loss(student, targets, masks[b:], cfg.student_temp)
+            terms["loss_ibot"] = cfg.loss_scale * cfg.ibot_weight * loss
         if cfg.koleo_weight:
             loss = sum(koleo_loss(view) for view in student_global.chunk(2))  # within a view: never an image's twin
             terms["loss_koleo"] = cfg.loss_scale * cfg.koleo_weight * loss
