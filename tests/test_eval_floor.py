@@ -112,3 +112,26 @@ def test_identity_correspondence_priors_by_hand():
     assert sem_prior([pair], [(64, 64)], [(64, 64)], 0.1) == {"corr_sem_pck": 0.5}
     double = Pair(0, 1, pair.pts_a, pair.pts_a * 2, category="cube", bbox=(0.0, 0.0, 40.0, 30.0))
     assert sem_prior([double], [(64, 64)], [(128, 128)], 0.1) == {"corr_sem_pck": 1.0}
+
+
+def test_a_changed_probe_source_gives_new_floor_keys(eval_model_dir, tmp_path, monkeypatch):
+    """Keys follow the eval and model-building source, not only the mtv version: editing a probe in a checkout
+    must not serve the floor its old code computed. Other packages (the trainer) do not move the key."""
+    import shutil
+
+    from mtv.eval import floor
+
+    root = tmp_path / "mtv"
+    for sub in ("eval", "models", "train"):
+        shutil.copytree(floor.PACKAGE_ROOT / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    assert floor.source_digest(root) == floor.source_digest()  # the copy is the package
+    monkeypatch.setattr(floor, "PACKAGE_ROOT", root)
+    twin, _ = untrained_model(eval_model_dir)
+    settings = {"data": str(tmp_path), "probes": ["depth"], "seed": 0}
+    before = floor.floor_report_dir(twin, settings)
+    (root / "train" / "loop.py").write_text("# trainer edit\n", encoding="utf-8")
+    assert floor.floor_report_dir(twin, settings) == before
+    probe = root / "eval" / "depth_probe.py"
+    probe.write_text(probe.read_text() + "\n# changed probe\n")
+    assert floor.floor_report_dir(twin, settings) != before
+    assert untrained_model(eval_model_dir)[0] != twin  # the twin's key moves with the source too

@@ -5,8 +5,8 @@ built with the init seed and logit initialisation its training used (read from `
 Both the untrained model and its report are cached under ``$MTV_CACHE`` (default ``~/.cache/mtv``): the model
 per architecture and init, the report per model, data, probe list and probe settings, so the floor costs
 nothing the second time. Entries appear whole or not at all (written under a temporary name, then renamed).
-The key holds the mtv version, not the probe code: after changing a probe in a development checkout, clear
-``$MTV_CACHE``.
+Both keys hold the mtv version and a digest of the source the entries depend on (`source_digest`: the eval
+package and the model-building code), so a changed probe in a development checkout gets a fresh floor.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from mtv import __version__
 from mtv.data.shards import DATASET_META
 from mtv.models.siglip import build_model
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+KEYED_SOURCES = ("eval", "models")  # the probes, and the code that builds and runs the untrained twin
+
 # the export's own files that are not the tokenizer or image processor
 _MODEL_FILES = {"config.json", "model.safetensors", "pytorch_model.bin", "mtv_export.json", "heads.safetensors",
                 "heads.json", "generation_config.json"}
@@ -34,6 +37,18 @@ def cache_root() -> Path:
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def source_digest(root: Path | None = None) -> str:
+    """SHA-256 (16 hex digits) of every file under ``root``'s `KEYED_SOURCES` (default: this mtv package), by
+    relative path and content; compiled caches are left out."""
+    root = PACKAGE_ROOT if root is None else root
+    h = hashlib.sha256()
+    for sub in KEYED_SOURCES:
+        for f in sorted((root / sub).rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def init_recipe(model_dir: str | os.PathLike) -> dict:
@@ -65,7 +80,8 @@ def untrained_model(model_dir: str | os.PathLike) -> tuple[Path, dict]:
     recipe = init_recipe(model_dir)
     config = SiglipConfig.from_pretrained(model_dir)
     arch = {k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
-    out = cache_root() / "untrained" / _digest({"arch": arch, "recipe": recipe, "mtv": __version__})
+    out = cache_root() / "untrained" / _digest({"arch": arch, "recipe": recipe, "mtv": __version__,
+                                                "source": source_digest()})
     if (out / "config.json").exists():
         return out, recipe
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
@@ -89,5 +105,6 @@ def _data_id(path: str | os.PathLike | None) -> dict | None:
 
 def floor_report_dir(untrained: Path, settings: dict) -> Path:
     """Where the floor report of ``untrained`` under ``settings`` (data, probes, seeds, budgets) is kept."""
-    key = {**settings, "data": _data_id(settings["data"]), "train": _data_id(settings.get("train"))}
+    key = {**settings, "data": _data_id(settings["data"]), "train": _data_id(settings.get("train")),
+           "mtv": __version__, "source": source_digest()}
     return untrained / "floors" / _digest(key)
