@@ -174,6 +174,33 @@ def test_ray_casting_matches_the_analytic_case(shape):
         assert np.array_equal(view.instance == 0, miss < obj.radius)
 
 
+@pytest.mark.parametrize("roll_deg", [-20.0, 0.0, 15.0])
+def test_a_rolled_camera_turns_the_image_about_its_centre(roll_deg):
+    """The world's vertical through the target projects through the image centre, turned by the roll: its
+    upward image direction (x right, y down) is (-sin roll, -cos roll)."""
+    target = np.array([0.3, -0.2, 0.4])
+    cam = orbit_camera(0.7, np.deg2rad(30), 6.0, target, np.deg2rad(40), 64, np.deg2rad(roll_deg))
+
+    def pixel(p):
+        x = cam.K @ (cam.world_to_cam[:3, :3] @ p + cam.world_to_cam[:3, 3])
+        return x[:2] / x[2]
+
+    centre, above = pixel(target), pixel(target + [0.0, 0.0, 0.5])
+    assert centre == pytest.approx([32.0, 32.0])
+    d = (above - centre) / np.linalg.norm(above - centre)
+    assert d == pytest.approx([-np.sin(np.deg2rad(roll_deg)), -np.cos(np.deg2rad(roll_deg))], abs=1e-9)
+
+
+def test_world_cameras_roll_and_vary(samples):
+    """Version 2 worlds: cameras roll both ways, so the horizon is not a fixed row."""
+    rolls = []
+    for s in samples:
+        R = np.array(json.loads(s["json"])["camera"]["world_to_cam"])[:3, :3]
+        up = R @ np.array([0.0, 0.0, 1.0])  # the world's up in the camera frame
+        rolls.append(np.degrees(np.arctan2(-up[0], -up[1])))
+    assert max(rolls) > 3 and min(rolls) < -3 and max(np.abs(rolls)) <= 20 + 1e-6
+
+
 def test_bad_arguments_raise_one_line_errors(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

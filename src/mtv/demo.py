@@ -26,11 +26,12 @@ def demo_config_path() -> str:
 
 def _world(out: Path, n: int, seed: int, preview: Path | None = None) -> None:
     from mtv.world import generate_world
+    from mtv.world.generate import WORLD_VERSION
 
     meta = out / DATASET_META
     if meta.exists():
         m = json.loads(meta.read_text())
-        if (m.get("n"), m.get("seed"), m.get("size")) == (n, seed, SIZE):
+        if (m.get("n"), m.get("seed"), m.get("size"), m.get("version")) == (n, seed, SIZE, WORLD_VERSION):
             print(f"world: reusing {out}")
             return
     generate_world(out, n, seed, size=SIZE, workers=os.cpu_count() or 1, shard_size=250, preview=preview)

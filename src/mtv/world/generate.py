@@ -24,6 +24,7 @@ from mtv.world.scene import CLASSES, Camera, sample_cameras, sample_scene
 DEPTH_SCALE = 0.001  # scene units per uint16 step: 1 mm if a unit is a metre; the ground ends well before 65.5
 MIN_MAIN_FRACTION = 0.01  # the main object must cover at least this much of view 1, else the scene is redrawn
 REDRAWS = 8
+WORLD_VERSION = 2  # 2: rolling cameras over wider heights, distances and fields of view
 
 
 def box(mask: np.ndarray) -> list[float] | None:
@@ -93,7 +94,7 @@ def _write_shard(job: tuple[str, int, int, int, int, int]) -> str:
 
 
 def dataset_meta(n: int, seed: int, size: int, shard_size: int, shards: list[str]) -> dict:
-    return {"name": "mtv-world", "version": 1, "seed": seed, "n": n, "size": size, "shard_size": shard_size,
+    return {"name": "mtv-world", "version": WORLD_VERSION, "seed": seed, "n": n, "size": size, "shard_size": shard_size,
             "shards": shards, "classes": CLASSES, "templates": ZERO_SHOT_TEMPLATES,
             "semantic_labels": SEMANTIC_LABELS,
             "depth": {"unit": "scene units", "type": "metric z-depth", "scale": DEPTH_SCALE, "shift": 0.0,
