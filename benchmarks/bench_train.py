@@ -20,10 +20,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from common import machine, matmul_flops
 from mtv.config import build_config
+from mtv.data.batch import Batch
 from mtv.data.multicrop import local_crop_size
 from mtv.models.siglip import build_model, preset_config
 from mtv.objectives.multitask import MultiTask
-from mtv.objectives.self_supervised import ssl_step, view_masks
 from mtv.train.precision import autocast_dtype
 
 BATCH = {"micro": 64, "tiny": 64, "small": 16, "base": 8, "large": 4}
@@ -31,28 +31,31 @@ TEXT, VOCAB, BOXES, PHRASES = 64, 1000, 10, 8
 OFF = {"ssl": {"enabled": False}, "grounding": {"enabled": False}, "depth": {"enabled": False}}
 
 
-def synthetic_batch(cfg, vision, b: int, gen: torch.Generator) -> dict:
+def synthetic_batch(cfg, task: MultiTask, vision, b: int, gen: torch.Generator) -> tuple[Batch, dict]:
+    """A batch of the shapes the loader gives, and the objectives' plan at step 0."""
     s, p = vision.image_size, vision.patch_size
-    batch = {"batch": {"pixel_values": torch.randn(b, 3, s, s, generator=gen),
-                       "input_ids": torch.randint(0, VOCAB, (b, TEXT), generator=gen)}}
+    plan = task.plan(0, cfg.steps)
+    batch = Batch(pixel_values=torch.randn(b, 3, s, s, generator=gen),
+                  input_ids=torch.randint(0, VOCAB, (b, TEXT), generator=gen))
     if cfg.ssl.enabled:
         ls = local_crop_size(s, p, cfg.ssl.local_fraction)
-        batch["batch"]["global2"] = torch.randn(b, 3, s, s, generator=gen)
-        batch["batch"]["locals"] = torch.randn(b, cfg.ssl.n_local, 3, ls, ls, generator=gen)
-        st = ssl_step(cfg.ssl, 0, 100)
-        batch["masks"] = view_masks(cfg.ssl, b, (s // p, s // p), np.random.default_rng(0))
-        batch["ssl_step"] = st
+        batch.global2 = torch.randn(b, 3, s, s, generator=gen)
+        batch.locals = torch.randn(b, cfg.ssl.n_local, 3, ls, ls, generator=gen)
     if cfg.grounding.enabled:
         xy = torch.rand(b, BOXES, 2, generator=gen) * 0.5
-        batch["batch"].update(boxes=torch.cat([xy, xy + 0.25 + 0.25 * torch.rand(b, BOXES, 2, generator=gen)], -1),
-                              box_valid=torch.ones(b, BOXES, dtype=torch.bool),
-                              entity_ids=torch.randint(0, PHRASES, (b, BOXES), generator=gen))
-        batch["phrase_ids"] = torch.randint(0, VOCAB, (PHRASES, TEXT), generator=gen)
-        batch["phrase_index"] = batch["batch"]["entity_ids"]
+        batch.boxes = torch.cat([xy, xy + 0.25 + 0.25 * torch.rand(b, BOXES, 2, generator=gen)], -1)
+        batch.box_valid = torch.ones(b, BOXES, dtype=torch.bool)
+        batch.entity_ids = torch.randint(0, PHRASES, (b, BOXES), generator=gen)
+        batch.phrase_ids = torch.randint(0, VOCAB, (PHRASES, TEXT), generator=gen)
+        batch.phrase_index = batch.entity_ids
     if cfg.depth.enabled:
-        batch["batch"].update(depth=torch.rand(b, 1, s, s, generator=gen) + 0.1,
-                              depth_valid=torch.ones(b, dtype=torch.bool))
-    return batch
+        batch.depth = torch.rand(b, 1, s, s, generator=gen) + 0.1
+        batch.depth_valid = torch.ones(b, dtype=torch.bool)
+    for name, schedule in plan.items():
+        for field, value in task.objectives[name].step_inputs(schedule, b, (s // p, s // p),
+                                                               np.random.default_rng(0)).items():
+            setattr(batch, field, value)
+    return batch, plan
 
 
 def step_fn(size: str, objectives: str, precision: str):
@@ -62,16 +65,16 @@ def step_fn(size: str, objectives: str, precision: str):
     model = build_model(preset_config(size, vocab_size=VOCAB, text_length=TEXT, pad_id=0, eos_id=1))
     task = MultiTask(model, cfg)
     opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4)
-    inputs = synthetic_batch(cfg, model.config.vision_config, BATCH[size], torch.Generator().manual_seed(0))
+    batch, plan = synthetic_batch(cfg, task, model.config.vision_config, BATCH[size], torch.Generator().manual_seed(0))
     dtype = autocast_dtype(precision, torch.device("cpu"))
 
     def step():
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-            loss = sum(task(**inputs).values())
+            loss = sum(task(batch, plan).values())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        task.after_step(inputs.get("ssl_step"))
+        task.after_step(plan)
 
     return step, BATCH[size], dtype
 

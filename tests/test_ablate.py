@@ -11,7 +11,7 @@ import yaml
 import mtv.ablate
 from fixtures import train_tree
 from mtv import stats
-from mtv.ablate import COMPARISONS, DESIGNS, ablate, rung_config, rung_dir
+from mtv.ablate import ablate, comparisons, designs, rung_config, rung_dir
 from mtv.errors import MTVError
 from mtv.world import generate_world
 
@@ -52,12 +52,12 @@ def test_paired_difference_is_significant_only_out_of_the_noise():
 def test_each_design_switches_its_objectives(tmp_path, design, expected):
     path = write_config(tmp_path)
     enabled = {}
-    for rung, switches in DESIGNS[design]:
+    for rung, switches in designs()[design]:
         cfg = rung_config(str(path), tmp_path / rung_dir(switches), switches, ["steps=5"], seed=0)
         assert cfg.run_dir == str(tmp_path / "+".join(["vl", *expected[rung]])) and cfg.steps == 5 and cfg.vl.enabled
         enabled[rung] = [name for name in ("ssl", "grounding", "depth") if getattr(cfg, name).enabled]
     assert enabled == expected
-    assert all(rung in expected and against in expected for rung, against in COMPARISONS[design])
+    assert all(rung in expected and against in expected for rung, against in comparisons()[design])
 
 
 def test_bad_design_seeds_or_missing_eval_data_are_one_line_errors(tmp_path):
@@ -155,7 +155,7 @@ def test_ablation_writes_table_json_and_radar(tmp_path):
     assert saved["runs"]["VL"]["1"]["zeroshot_top1"] == summary["runs"]["VL"]["1"]["zeroshot_top1"]
     assert "grounding_acc50" not in saved["summary"]["VL"] and saved["summary"]["+Grounding"]["grounding_acc50"]["n"] == 2
     assert "depth_head_absrel" in saved["summary"]["+Depth"]
-    assert {(c["rung"], c["against"]) for c in saved["comparisons"]} == set(COMPARISONS["ladder"])
+    assert {(c["rung"], c["against"]) for c in saved["comparisons"]} == set(comparisons()["ladder"])
     md = (tmp_path / "out" / "ablation.md").read_text()
     assert "| metric | VL | +SSL | +Grounding | +Depth |" in md and "| +SSL vs VL |" in md
     assert (tmp_path / "out" / "ablation.png").stat().st_size > 10_000

@@ -138,7 +138,7 @@ def test_objective_uses_only_labelled_images(tower):
     out = encode_images(tower, px, layers=depth.layers)
     target, _ = targets(b=3, h=32, w=32)
     valid = torch.tensor([True, False, True])
-    loss = depth(out.layers, out.grid, (32, 32), target, valid)["loss_depth"]
+    loss = depth.loss(out.layers, out.grid, (32, 32), target, valid)["loss_depth"]
     pred = depth.predict(out.layers, out.grid, (32, 32))
     assert loss.item() == pytest.approx(depth_loss(pred[[0, 2]], target[[0, 2]]).item(), rel=1e-5)
     loss.backward()
@@ -149,7 +149,7 @@ def test_objective_uses_only_labelled_images(tower):
 def test_batch_without_depth_gives_a_zero_that_reaches_every_parameter(tower):
     depth = Depth(DepthConfig(width=16), dim=32, num_layers=2)
     out = encode_images(tower, torch.randn(2, 3, 32, 32), layers=depth.layers)
-    loss = depth(out.layers, out.grid, (32, 32), torch.full((2, 1, 32, 32), float("nan")),
+    loss = depth.loss(out.layers, out.grid, (32, 32), torch.full((2, 1, 32, 32), float("nan")),
                  torch.zeros(2, dtype=torch.bool))["loss_depth"]
     loss.backward()
     assert loss.item() == 0.0

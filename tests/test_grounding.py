@@ -90,7 +90,7 @@ def test_objective_equals_per_image_computation_and_skips_images_without_boxes()
     torch.manual_seed(0)
     grounding = Grounding(GroundingConfig(), D, E)
     tokens, boxes, valid, entities, ids = batch()
-    out = grounding(tokens, (4, 4), boxes, valid, entities, ids)
+    out = grounding.loss(tokens, (4, 4), boxes, valid, entities, ids)
     # each image alone, only its valid boxes: padding and other images must not matter
     regions, located = [], []
     for i in (0, 2):
@@ -101,13 +101,13 @@ def test_objective_equals_per_image_computation_and_skips_images_without_boxes()
     want = naive_region_text(regions.detach(), entities[valid], ids[valid].tolist(), 10.0, -10.0)
     assert out["loss_grounding"].item() == pytest.approx(want, rel=1e-5)
     assert out["loss_box"].item() == pytest.approx(box_loss(located, xyxy_to_cxcywh(boxes[valid])).item(), rel=1e-5)
-    assert grounding.weights == {"loss_grounding": 1.0, "loss_box": 1.0}
+    assert grounding.weights() == {"loss_grounding": 1.0, "loss_box": 1.0}
 
 
 def test_batch_without_boxes_gives_finite_zeros_with_gradients():
     grounding = Grounding(GroundingConfig(), D, E)
     tokens, boxes, _, entities, ids = batch()
-    out = grounding(tokens, (4, 4), boxes, torch.zeros(3, 4, dtype=torch.bool), entities, ids)
+    out = grounding.loss(tokens, (4, 4), boxes, torch.zeros(3, 4, dtype=torch.bool), entities, ids)
     assert set(out) == {"loss_grounding", "loss_box"}
     assert all(v.item() == 0.0 and torch.isfinite(v) for v in out.values())
     sum(out.values()).backward()
@@ -117,7 +117,7 @@ def test_batch_without_boxes_gives_finite_zeros_with_gradients():
 def test_switched_off_branches_are_neither_built_nor_computed():
     tokens, boxes, valid, entities, ids = batch()
     only_boxes = Grounding(GroundingConfig(region_text=False), D, E)
-    out = only_boxes(tokens, (4, 4), boxes, valid, entities, ids)
+    out = only_boxes.loss(tokens, (4, 4), boxes, valid, entities, ids)
     assert set(out) == {"loss_box"} and not hasattr(only_boxes, "logit_bias")
     out["loss_box"].backward()
     assert all(p.grad is not None for p in only_boxes.parameters())  # nothing DDP would call unused
@@ -136,7 +136,7 @@ def test_trains_the_towers_and_predicts_boxes():
     boxes = torch.tensor([[0.1, 0.1, 0.6, 0.8], [0.5, 0.2, 0.9, 0.4], [0.0, 0.0, 1.0, 1.0]]).expand(2, 3, 4)
     valid = torch.tensor([[True, True, False], [True, False, False]])
     ids = torch.tensor([[1, 2, 3], [1, 4, 5]])
-    out = grounding(vision.tokens, vision.grid, boxes, valid, entities, ids)
+    out = grounding.loss(vision.tokens, vision.grid, boxes, valid, entities, ids)
     sum(out.values()).backward()
     assert model.vision_model.encoder.layers[0].mlp.fc1.weight.grad.abs().sum() > 0
     assert model.text_model.encoder.layers[0].mlp.fc1.weight.grad.abs().sum() > 0

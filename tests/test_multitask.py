@@ -9,6 +9,7 @@ from PIL import Image
 
 from fixtures import train_tree, write_toy_shards
 from mtv.config import build_config
+from mtv.data.batch import Batch
 from mtv.data.decode import decode_depth, decode_json
 from mtv.data.shards import list_shards, read_samples
 from mtv.data.views import ViewDecoder, sample_boxes
@@ -40,7 +41,8 @@ def test_switched_off_objectives_build_and_compute_nothing():
     model = build_model(preset_config("micro", 100, 16, 0, 1))
     task = MultiTask(model, cfg)
     assert task.ssl is None and task.grounding is None and task.depth is None
-    terms = task(batch={"pixel_values": torch.randn(4, 3, 32, 32), "input_ids": torch.randint(0, 100, (4, 16))})
+    batch = Batch(pixel_values=torch.randn(4, 3, 32, 32), input_ids=torch.randint(0, 100, (4, 16)))
+    terms = task(batch, task.plan(0, 10))
     assert list(terms) == ["loss_vl"]
 
     depth_only = build_config(train_tree("r", "d", vl=off, ssl=off, grounding=off))
@@ -53,6 +55,8 @@ def test_world_sample_views_flip_everything_together(world, tokenizer):
     meta = decode_json(raw)
     plain = ViewDecoder(tokenizer, 32, 16, flip=0.0, max_boxes=10, depth=True)(raw, np.random.default_rng(0))
     flipped = ViewDecoder(tokenizer, 32, 16, flip=1.0, max_boxes=10, depth=True)(raw, np.random.default_rng(0))
+    assert plain.missing == ()
+    plain, flipped = plain.fields, flipped.fields
     torch.testing.assert_close(flipped["pixel_values"], plain["pixel_values"].flip(-1))
     torch.testing.assert_close(flipped["depth"], plain["depth"].flip(-1), equal_nan=True)
     v = plain["box_valid"]
@@ -63,7 +67,6 @@ def test_world_sample_views_flip_everything_together(world, tokenizer):
     assert np.isnan(metric).any() == bool(torch.isnan(plain["depth"]).any())
     boxes, phrases = sample_boxes(meta, 0.0, 10)
     assert len(phrases) == int(v.sum()) and (boxes[:, 2] > boxes[:, 0]).all()
-    assert plain["_missing"] == []
 
 
 def test_missing_labels_are_counted_per_objective(tmp_path):

@@ -6,7 +6,7 @@ import torch
 from fixtures import write_toy_shards
 from mtv.data.decode import decode_caption, decode_image
 from mtv.data.shards import ReadStats, list_shards, read_samples
-from mtv.data.stream import Batches, ShardStream, StreamState
+from mtv.data.stream import Batches, Example, ShardStream, StreamState
 from mtv.errors import MTVError
 
 
@@ -14,7 +14,7 @@ def key_decoder(raw, rng):
     """Decodes like training does (so defects are found) but returns the sample's key as a tensor."""
     decode_image(raw)
     decode_caption(raw)
-    return {"key": torch.tensor(int(raw["__key__"]))}
+    return Example({"key": torch.tensor(int(raw["__key__"]))})
 
 
 def take(batches, n):

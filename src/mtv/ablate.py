@@ -2,8 +2,9 @@
 budget and is evaluated with one evaluation, over several seeds, so that each difference comes with the
 seed-to-seed noise it has to stand out of (paired t intervals, :mod:`mtv.stats`).
 
-Designs: the paper's Figure 1 ``ladder`` (VL, +SSL, +Grounding, +Depth), ``leave-one-out`` (all four objectives,
-then each of SSL, Grounding, Depth dropped) and ``pairs`` (VL alone and VL with each one objective).
+Designs, over the registered objectives in their order (the built-ins: VL, SSL, Grounding, Depth): the paper's
+Figure 1 ``ladder`` (VL, +SSL, +Grounding, +Depth), ``leave-one-out`` (every objective, then each but the first
+dropped) and ``pairs`` (the first alone and with each other one).
 
 Each (rung, seed) is an ordinary run directory, ``OUT/<objectives>/seed<k>/`` with ``export/`` and ``eval/`` in
 it: rerunning skips every evaluated one and resumes an unfinished training, so a killed ablation loses at most one
@@ -24,47 +25,47 @@ from mtv.eval.radar import radar, reference_level, table
 from mtv.eval.report import LOWER_IS_BETTER, REFERENCE_TITLES, format_metric
 from mtv.eval.suite import run_suite
 from mtv.export import export
+from mtv.objectives.base import registered
 from mtv.train import checkpoint, train
 
-# design -> rungs: (label, objectives switched on besides VL); everything else of the config is shared.
-DESIGNS: dict[str, list[tuple[str, dict[str, bool]]]] = {
-    "ladder": [
-        ("VL", {"ssl": False, "grounding": False, "depth": False}),
-        ("+SSL", {"ssl": True, "grounding": False, "depth": False}),
-        ("+Grounding", {"ssl": True, "grounding": True, "depth": False}),
-        ("+Depth", {"ssl": True, "grounding": True, "depth": True}),
-    ],
-    "leave-one-out": [
-        ("all", {"ssl": True, "grounding": True, "depth": True}),
-        ("−SSL", {"ssl": False, "grounding": True, "depth": True}),
-        ("−Grounding", {"ssl": True, "grounding": False, "depth": True}),
-        ("−Depth", {"ssl": True, "grounding": True, "depth": False}),
-    ],
-    "pairs": [
-        ("VL", {"ssl": False, "grounding": False, "depth": False}),
-        ("VL+SSL", {"ssl": True, "grounding": False, "depth": False}),
-        ("VL+Grounding", {"ssl": False, "grounding": True, "depth": False}),
-        ("VL+Depth", {"ssl": False, "grounding": False, "depth": True}),
-    ],
-}
-# design -> (rung, against): the difference rung − against is what one objective adds, in every design.
-COMPARISONS: dict[str, list[tuple[str, str]]] = {
-    "ladder": [("+SSL", "VL"), ("+Grounding", "+SSL"), ("+Depth", "+Grounding")],
-    "leave-one-out": [("all", "−SSL"), ("all", "−Grounding"), ("all", "−Depth")],
-    "pairs": [("VL+SSL", "VL"), ("VL+Grounding", "VL"), ("VL+Depth", "VL")],
-}
+DESIGN_NAMES = ("ladder", "leave-one-out", "pairs")
+
+
+def designs() -> dict[str, list[tuple[str, dict[str, bool]]]]:
+    """design -> rungs: (label, switch of each objective after the first, which every rung trains). Built from the
+    registered objectives in their order, so a plug-in objective gets its rungs without an edit here."""
+    base, *others = registered().values()
+    off = {o.name: False for o in others}
+    every = {o.name: True for o in others}
+    return {
+        "ladder": [(base.title, off)] + [(f"+{o.title}", {p.name: i <= k for i, p in enumerate(others)})
+                                         for k, o in enumerate(others)],
+        "leave-one-out": [("all", every)] + [(f"−{o.title}", {**every, o.name: False}) for o in others],
+        "pairs": [(base.title, off)] + [(f"{base.title}+{o.title}", {**off, o.name: True}) for o in others],
+    }
+
+
+def comparisons() -> dict[str, list[tuple[str, str]]]:
+    """design -> (rung, against): the difference rung − against is what one objective adds, in every design."""
+    rungs = {design: [label for label, _ in found] for design, found in designs().items()}
+    ladder, loo, pairs = rungs["ladder"], rungs["leave-one-out"], rungs["pairs"]
+    return {"ladder": list(zip(ladder[1:], ladder[:-1])), "leave-one-out": [(loo[0], r) for r in loo[1:]],
+            "pairs": [(r, pairs[0]) for r in pairs[1:]]}
+
+
 REFERENCES = {"floor": "metrics_floor", "prior": "metrics_prior"}  # ablation.json key -> eval report key
 REFERENCE_COLUMNS = {key: REFERENCE_TITLES[field] for key, field in REFERENCES.items()}
 
 
 def rung_dir(switches: dict[str, bool]) -> str:
     """``vl+ssl+…``: named by what is trained, so the same rung of two designs is the same directory."""
-    return "+".join(["vl", *(name for name, on in switches.items() if on)])
+    return "+".join([next(iter(registered())), *(name for name, on in switches.items() if on)])
 
 
 def rung_config(config: str, run_dir: Path, switches: dict[str, bool], overrides: list[str], seed: int) -> TrainConfig:
     flags = [f"{name}.enabled={str(on).lower()}" for name, on in switches.items()]
-    return load_config(config, [*overrides, f"run_dir={run_dir}", f"seed={seed}", "vl.enabled=true", *flags])
+    base = f"{next(iter(registered()))}.enabled=true"
+    return load_config(config, [*overrides, f"run_dir={run_dir}", f"seed={seed}", base, *flags])
 
 
 def run_rung(cfg: TrainConfig) -> dict:
@@ -92,7 +93,7 @@ def _summary(runs: dict[str, dict[str, dict]]) -> dict:
 def _comparisons(runs: dict[str, dict[str, dict]], design: str) -> list[dict]:
     """Paired differences, seed by seed, of each metric both rungs of a comparison report."""
     found = []
-    for rung, against in COMPARISONS[design]:
+    for rung, against in comparisons()[design]:
         new, old = runs[rung], runs[against]
         for k in dict.fromkeys(k for m in new.values() for k in m):
             seeds = [s for s in new if s in old and k in new[s] and k in old[s]]
@@ -151,8 +152,8 @@ def ablate(config: str | os.PathLike, out: str | os.PathLike, overrides: list[st
            design: str = "ladder") -> dict:
     """Trains, exports and evaluates every rung of ``design`` with seeds base, base+1, … (base = the config's
     ``seed``); writes ablation.json, ablation.md and ablation.png in ``out`` and returns what ablation.json holds."""
-    if design not in DESIGNS:
-        raise MTVError(f"unknown design {design!r}; pick one of {', '.join(DESIGNS)}")
+    if design not in DESIGN_NAMES:
+        raise MTVError(f"unknown design {design!r}; pick one of {', '.join(DESIGN_NAMES)}")
     if seeds < 1:
         raise MTVError(f"seeds must be at least 1, got {seeds}")
     out, overrides = Path(out), overrides or []
@@ -163,7 +164,7 @@ def ablate(config: str | os.PathLike, out: str | os.PathLike, overrides: list[st
     reports = {rung: {str(seed): run_rung(rung_config(str(config), out / rung_dir(switches) / f"seed{seed}",
                                                        switches, overrides, seed))
                       for seed in seed_values}
-               for rung, switches in DESIGNS[design]}
+               for rung, switches in designs()[design]}
     runs = {rung: {seed: report["metrics"] for seed, report in by_seed.items()} for rung, by_seed in reports.items()}
     result = {"config": str(config), "overrides": overrides, "design": design, "seeds": seed_values,
               "steps": base.steps, "batch_size": base.batch_size, "runs": runs, "summary": _summary(runs),

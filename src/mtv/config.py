@@ -13,9 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mtv.errors import MTVError
-from mtv.objectives.depth import DepthConfig
-from mtv.objectives.grounding import GroundingConfig
-from mtv.objectives.self_supervised import SSLConfig
+from mtv.objectives.base import registered
 
 
 class _Section(BaseModel):
@@ -64,12 +62,6 @@ class OptimConfig(_Section):
     accum_steps: int = Field(1, ge=1)
 
 
-class VLConfig(_Section):
-    enabled: bool = True
-    weight: float = Field(1.0, ge=0, description="lambda of loss_vl in the total loss")
-    distributed: Literal["ring", "gather"] = Field("ring", description="how text features cross ranks")
-
-
 class EvalConfig(_Section):
     data: str | None = Field(None, description="held-out shards `mtv ablate` evaluates every rung on")
     probe_train: str | None = Field(None, description="shards the dense probes are fitted on (default: data.train)")
@@ -77,15 +69,15 @@ class EvalConfig(_Section):
     max_samples: int | None = Field(None, ge=1, description="cap on evaluated samples")
 
 
-class TrainConfig(_Section):
+class TrainConfig(BaseModel):
+    """The run's settings; each registered objective adds its own section under its name (``ssl.*``, ...)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
     run_dir: str
     data: DataConfig
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
-    vl: VLConfig = VLConfig()
-    ssl: SSLConfig = SSLConfig()
-    grounding: GroundingConfig = GroundingConfig()
-    depth: DepthConfig = DepthConfig()
     eval: EvalConfig = EvalConfig()
     seed: int = 0
     steps: int = Field(gt=0)
@@ -98,10 +90,39 @@ class TrainConfig(_Section):
     keep_ckpts: int = Field(2, ge=1)
     max_nonfinite_steps: int = Field(3, ge=0, description="steps skipped for a NaN/inf loss term before the run stops")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_sections(cls, data: Any) -> Any:
+        """Each objective's section validated by its own config class; any other unknown key is refused."""
+        if not isinstance(data, dict):
+            return data
+        objectives = registered()
+        data = dict(data)
+        for key in data:
+            if key not in cls.model_fields and key not in objectives:
+                raise ValidationError.from_exception_data(cls.__name__, [
+                    {"type": "extra_forbidden", "loc": (key,), "input": data[key]}])
+        for name, objective in objectives.items():
+            section = data.pop(name, {})  # re-inserted in the objectives' order
+            if isinstance(section, BaseModel):
+                section = section.model_dump()
+            try:
+                data[name] = objective.Config.model_validate(section)
+            except ValidationError as e:
+                raise ValidationError.from_exception_data(cls.__name__, [
+                    {"type": err["type"], "loc": (name, *err["loc"]), "input": err.get("input"),
+                     **({"ctx": err["ctx"]} if "ctx" in err else {})} for err in e.errors()]) from None
+        return data
+
+    def objective_configs(self) -> dict[str, BaseModel]:
+        """Every registered objective's section by name, in their order."""
+        return {name: getattr(self, name) for name in registered()}
+
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
-        if not (self.vl.enabled or self.ssl.enabled or self.grounding.enabled or self.depth.enabled):
-            raise ValueError("every objective is switched off: enable at least one of vl, ssl, grounding, depth")
+        if not any(section.enabled for section in self.objective_configs().values()):
+            raise ValueError("every objective is switched off: enable at least one of "
+                             + ", ".join(registered()))
         if self.optim.warmup_steps >= self.steps:
             raise ValueError(f"optim.warmup_steps ({self.optim.warmup_steps}) must be below steps ({self.steps})")
         return self
@@ -190,4 +211,6 @@ def describe() -> str:
             lines.append(f"{prefix}{name} = {default}{desc}")
 
     walk(TrainConfig, "")
+    for name, objective in registered().items():
+        walk(objective.Config, f"{name}.")
     return "\n".join(lines)

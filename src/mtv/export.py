@@ -12,7 +12,8 @@ from transformers import SiglipConfig, SiglipModel
 from mtv import __version__
 from mtv.config import TrainConfig
 from mtv.errors import MTVError, writable_dir
-from mtv.heads import build_heads, save_heads
+from mtv.heads import save_heads
+from mtv.objectives.base import registered
 from mtv.train import checkpoint
 
 
@@ -53,10 +54,11 @@ def _replace_dir(new: Path, out: Path) -> None:
 
 
 def _heads(state: dict, model: SiglipModel) -> dict:
-    """The trained grounding and depth heads (the SSL parts are training-only and stay behind)."""
+    """The trained heads of the objectives marked ``exported`` (training-only parts such as SSL stay behind)."""
     cfg = TrainConfig.model_validate(state["config"])
-    heads = build_heads(model, cfg.grounding if cfg.grounding.enabled else None,
-                        cfg.depth if cfg.depth.enabled else None)
-    for name, head in heads.items():
-        head.load_state_dict(state["objectives"][name])
+    heads = {}
+    for name, section in cfg.objective_configs().items():
+        if section.enabled and registered()[name].exported:
+            heads[name] = registered()[name].build(section, model)
+            heads[name].load_state_dict(state["objectives"][name])
     return heads

@@ -1,5 +1,6 @@
-"""The grounding and depth heads an export carries beside its `SiglipModel` (``heads.safetensors`` +
-``heads.json``), so that `mtv predict` and the evaluation suite can use them; plain SigLIP loaders ignore both."""
+"""The trained heads an export carries beside its `SiglipModel` (``heads.safetensors`` + ``heads.json``): every
+objective marked ``exported`` (grounding and depth among the built-ins), so that `mtv predict` and the evaluation
+suite can use them; plain SigLIP loaders ignore both files."""
 
 from __future__ import annotations
 
@@ -12,27 +13,9 @@ from torch import nn
 from transformers import SiglipModel
 
 from mtv.errors import MTVError
-from mtv.objectives.depth import Depth, DepthConfig
-from mtv.objectives.grounding import Grounding, GroundingConfig
+from mtv.objectives.base import registered
 
 WEIGHTS, CONFIG = "heads.safetensors", "heads.json"
-
-
-def text_dim(model: SiglipModel) -> int:
-    """Width of the text tower's pooled embedding, which grounding aligns regions with."""
-    return model.config.text_config.projection_size or model.config.text_config.hidden_size
-
-
-def build_heads(model: SiglipModel, grounding: GroundingConfig | None = None,
-                depth: DepthConfig | None = None) -> dict[str, nn.Module]:
-    """The grounding and depth heads sized for ``model``'s towers (one of each config given)."""
-    vision = model.config.vision_config
-    heads: dict[str, nn.Module] = {}
-    if grounding is not None:
-        heads["grounding"] = Grounding(grounding, vision.hidden_size, text_dim(model))
-    if depth is not None:
-        heads["depth"] = Depth(depth, vision.hidden_size, vision.num_hidden_layers)
-    return heads
 
 
 def save_heads(out: str | os.PathLike, heads: dict[str, nn.Module]) -> None:
@@ -51,16 +34,19 @@ def load_heads(model_dir: str | os.PathLike, model: SiglipModel) -> dict[str, nn
         return {}
     configs = json.loads((folder / CONFIG).read_text())
     tensors = load_file(folder / WEIGHTS)
-    heads = build_heads(model, grounding=GroundingConfig(**configs["grounding"]) if "grounding" in configs else None,
-                        depth=DepthConfig(**configs["depth"]) if "depth" in configs else None)
-    for name, head in heads.items():
+    known, heads = registered(), {}
+    for name, cfg in configs.items():
+        if name not in known:
+            raise MTVError(f"{folder / CONFIG}: has a {name!r} head but no objective of that name is registered; "
+                           "install or import the plug-in that defines it")
+        head = known[name].build(known[name].Config.model_validate(cfg), model)
         own = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
         try:
             head.load_state_dict(own)
         except RuntimeError as e:
             raise MTVError(f"{folder / WEIGHTS}: the {name} head does not fit this model "
                            f"({str(e).splitlines()[0]}); re-export the checkpoint") from None
-        head.eval()
+        heads[name] = head.eval()
     return heads
 
 

@@ -21,7 +21,29 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from mtv.data.shards import ReadStats, iter_shard
 from mtv.errors import MTVError, SkipSample
 
-Decoder = Callable[[dict, np.random.Generator], dict]
+@dataclass
+class Example:
+    """One decoded sample: its tensors (and lists) by name, and the labels an enabled objective needs but it lacks."""
+
+    fields: dict
+    missing: tuple[str, ...] = ()
+
+
+@dataclass
+class _Collated:
+    """A batch as a worker hands it over, with where its stream stands and what reading it met."""
+
+    fields: dict
+    position: tuple[int, int, int]  # stream, epoch, samples consumed
+    counts: dict
+
+
+@dataclass
+class _StreamFailure:
+    message: str
+
+
+Decoder = Callable[[dict, np.random.Generator], Example]
 
 
 @dataclass
@@ -85,27 +107,26 @@ class ShardStream(IterableDataset):
                 stats.skip(str(why))
                 epoch_skips[str(why)] += 1
             else:
-                for label in example.pop("_missing", ()):
+                for label in example.missing:
                     stats[f"missing/{label}"] += 1
-                batch.append(example)
+                batch.append(example.fields)
             if len(batch) == self.batch_size:
                 yield self._collate(batch, stream, epoch, consumed, stats)
                 batch, stats, yielded = [], ReadStats(), True
         if not read_any and start == 0:
-            yield {"_error": f"stream {stream} read no samples from its shards {mine}: "
-                             f"they are all missing or corrupt ({dict(stats)})"}
+            yield _StreamFailure(f"stream {stream} read no samples from its shards {mine}: "
+                                 f"they are all missing or corrupt ({dict(stats)})")
         elif not yielded and start == 0:  # every later epoch would be the same: stop instead of spinning forever
-            yield {"_error": f"stream {stream}: a whole pass over its shards {mine} gave {len(batch)} usable "
-                             f"samples, fewer than one batch of {self.batch_size} (skipped: {dict(epoch_skips)}); "
-                             "check the shards or lower batch_size"}
+            yield _StreamFailure(f"stream {stream}: a whole pass over its shards {mine} gave {len(batch)} usable "
+                                 f"samples, fewer than one batch of {self.batch_size} (skipped: "
+                                 f"{dict(epoch_skips)}); check the shards or lower batch_size")
 
     @staticmethod
-    def _collate(batch: list[dict], stream: int, epoch: int, consumed: int, stats: ReadStats) -> dict:
+    def _collate(batch: list[dict], stream: int, epoch: int, consumed: int, stats: ReadStats) -> _Collated:
         out = {k: torch.stack([b[k] for b in batch]) if isinstance(batch[0][k], torch.Tensor) else [b[k] for b in batch]
                for k in batch[0]}
-        out["_position"] = (stream, epoch, consumed)
-        out["_counts"] = {k: v for k, v in stats.items() if k != "samples"}  # "seen" excludes resume replay
-        return out
+        # "seen" excludes resume replay
+        return _Collated(out, (stream, epoch, consumed), {k: v for k, v in stats.items() if k != "samples"})
 
 
 def _shuffled(items: Iterator[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
@@ -134,14 +155,15 @@ class Batches:
         self._it = iter(self.loader)
 
     def __next__(self) -> dict:
+        """The next collated batch: field name -> stacked tensor (or list of the samples' values)."""
         batch = next(self._it)
-        if "_error" in batch:
-            raise MTVError(batch["_error"])
-        stream, epoch, consumed = batch.pop("_position")
+        if isinstance(batch, _StreamFailure):
+            raise MTVError(batch.message)
+        stream, epoch, consumed = batch.position
         self.state.positions[int(stream)] = (int(epoch), int(consumed))
-        self.state.counts.update(batch.pop("_counts"))
+        self.state.counts.update(batch.counts)
         self.state.batches += 1
-        return batch
+        return batch.fields
 
     def __iter__(self):
         return self

@@ -2,10 +2,12 @@
 
 The clean view is the whole image at training resolution, flipped only together with its boxes, depth and
 the words "left"/"right" (docs/METHOD.md, "One step"). A label an enabled objective needs but the sample lacks is
-counted (``_missing``) and marked invalid, so that sample contributes nothing to that objective only.
+counted (`Example.missing`) and marked invalid, so that sample contributes nothing to that objective only.
 """
 
 from __future__ import annotations
+
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +15,7 @@ import torch
 from mtv.data.decode import decode_caption, decode_depth, decode_image, decode_json
 from mtv.data.geometry import hflip, normalize_boxes, resize_depth
 from mtv.data.multicrop import MultiCrop
+from mtv.data.stream import Example
 from mtv.data.transforms import Pixels, image_to_tensor, tokenize
 from mtv.errors import SkipSample
 from mtv.losses.grounding import name_id
@@ -44,17 +47,21 @@ def sample_inverse_depth(raw: dict, meta: dict) -> np.ndarray | None:
 class ViewDecoder:
     """Raw sample → the tensors of one training example, in DataLoader workers (picklable).
 
-    ``multicrop`` is None when SSL is off; ``max_boxes`` 0 when grounding is off; ``depth`` False when depth is."""
+    ``multicrop`` is None when SSL is off; ``max_boxes`` 0 when grounding is off; ``depth`` False when depth is.
+    ``fields`` are plug-in objectives' readers, ``(raw, image, rng) -> {name: tensor}``, called with the clean view
+    (after its flip); a reader may raise `SkipSample`."""
 
     def __init__(self, tokenizer, image_size: int, text_length: int, flip: float = 0.5,
                  multicrop: MultiCrop | None = None, max_boxes: int = 0, min_score: float = 0.0,
-                 depth: bool = False, depth_resize: str = "bilinear", pixels: Pixels = Pixels()):
+                 depth: bool = False, depth_resize: str = "bilinear", pixels: Pixels = Pixels(),
+                 fields: Sequence[Callable] = ()):
         self.tokenizer, self.size, self.text_length, self.flip = tokenizer, image_size, text_length, flip
         self.pixels = pixels
         self.multicrop, self.max_boxes, self.min_score = multicrop, max_boxes, min_score
         self.depth, self.depth_resize = depth, depth_resize
+        self.fields = list(fields)
 
-    def __call__(self, raw: dict, rng: np.random.Generator) -> dict:
+    def __call__(self, raw: dict, rng: np.random.Generator) -> Example:
         caption = decode_caption(raw)
         image = decode_image(raw)
         meta = decode_json(raw) if (self.max_boxes or self.depth) else {}
@@ -82,8 +89,9 @@ class ViewDecoder:
             out["depth_valid"] = torch.tensor(valid)
             if not valid:
                 missing.append("depth")
-        out["_missing"] = missing
-        return out
+        for read in self.fields:
+            out.update(read(raw, image, rng))
+        return Example(out, tuple(missing))
 
     def _boxes(self, boxes: np.ndarray, phrases: list[str], size: tuple[int, int]) -> dict:
         m = self.max_boxes

@@ -8,8 +8,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from transformers import SiglipModel
+
 from mtv.losses.depth import depth_loss
 from mtv.models.depth_head import DepthHead, depth_layers
+from mtv.objectives.base import Needs, Objective, Towers, register
 
 
 class DepthConfig(BaseModel):
@@ -29,16 +32,38 @@ class DepthConfig(BaseModel):
         "bilinear", description="how the loader resizes depth maps (bilinear is mask-aware: NaN holes do not bleed)")
 
 
-class Depth(nn.Module):
+@register
+class Depth(Objective):
     """Depth head + SSI loss. ``layers`` lists the tower layers to request from `encode_images`."""
+
+    name, title, order, Config = "depth", "Depth", 4, DepthConfig
+    labels, exported = ("depth",), True
 
     def __init__(self, cfg: DepthConfig, dim: int, num_layers: int):
         super().__init__()
         self.cfg = cfg
         self.layers = depth_layers(num_layers)
         self.head = DepthHead(dim, cfg.width)
+        self.needs = Needs(layers=tuple(self.layers))
 
-    def forward(self, layers: Sequence[torch.Tensor], grid: tuple[int, int], image_size: tuple[int, int],
+    @classmethod
+    def build(cls, cfg: DepthConfig, model: SiglipModel) -> "Depth":
+        vision = model.config.vision_config
+        return cls(cfg, vision.hidden_size, vision.num_hidden_layers)
+
+    @staticmethod
+    def decoder_options(cfg: DepthConfig, image_size: int, patch_size: int) -> dict:
+        return {"depth": True, "depth_resize": cfg.resize}
+
+    def weights(self) -> dict[str, float]:
+        return {"loss_depth": self.cfg.weight}
+
+    def forward(self, towers: Towers, batch, schedule) -> dict[str, torch.Tensor]:
+        layers = [towers.layers[i] for i in self.layers]
+        image_size = tuple(batch.pixel_values.shape[-2:])
+        return self.loss(layers, towers.vision.grid, image_size, batch.depth, batch.depth_valid)
+
+    def loss(self, layers: Sequence[torch.Tensor], grid: tuple[int, int], image_size: tuple[int, int],
                 target: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
         """``layers``: the 4 (B, N, D) outputs of `self.layers`; ``target``: (B, 1, H, W) inverse depth at
         ``image_size``, NaN where invalid; ``valid``: (B,) bool, False for images without a depth label.

@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+from transformers import SiglipModel
 
 from mtv.errors import MTVError
 from mtv.losses.grounding import box_loss, region_text_loss
+from mtv.objectives.base import Needs, Objective, Towers, register
 from mtv.models.prompter import Prompter, xyxy_to_cxcywh
 from mtv.ops.boxes import cxcywh_to_xyxy
 
@@ -57,22 +59,55 @@ def _take(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, order[..., None].expand(-1, -1, x.shape[-1]))
 
 
-class Grounding(nn.Module):
+def text_dim(model: SiglipModel) -> int:
+    """Width of the text tower's pooled embedding, which grounding aligns regions with."""
+    return model.config.text_config.projection_size or model.config.text_config.hidden_size
+
+
+@register
+class Grounding(Objective):
     """Prompter + its own logit scale t' and bias b; ``dim`` is the patch-token width, ``text_dim`` the text
-    embedding width. Returns unweighted terms; ``weights`` holds their lambdas."""
+    embedding width. Returns unweighted terms; `weights` holds their lambdas."""
+
+    name, title, order, Config = "grounding", "Grounding", 3, GroundingConfig
+    labels, exported = ("boxes",), True
+    needs = Needs(phrases=True)
 
     def __init__(self, cfg: GroundingConfig, dim: int, text_dim: int):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.text_dim = cfg, text_dim
         self.prompter = Prompter(dim, text_dim, layers=cfg.layers, heads=cfg.heads, box_freqs=cfg.box_freqs,
                                  regions=cfg.region_text, boxes=cfg.text_to_box)
         if cfg.region_text:
             self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.init_logit_scale)))
             self.logit_bias = nn.Parameter(torch.tensor(cfg.init_logit_bias))
-        self.weights = {k: w for k, w, on in (("loss_grounding", cfg.weight, cfg.region_text),
-                                              ("loss_box", cfg.box_weight, cfg.text_to_box)) if on}
 
-    def forward(self, patch_tokens: torch.Tensor, grid: tuple[int, int], boxes: torch.Tensor,
+    @classmethod
+    def build(cls, cfg: GroundingConfig, model: SiglipModel) -> "Grounding":
+        return cls(cfg, model.config.vision_config.hidden_size, text_dim(model))
+
+    @staticmethod
+    def decoder_options(cfg: GroundingConfig, image_size: int, patch_size: int) -> dict:
+        return {"max_boxes": cfg.max_boxes, "min_score": cfg.min_score}
+
+    def weights(self) -> dict[str, float]:
+        c = self.cfg
+        return {k: w for k, w, on in (("loss_grounding", c.weight, c.region_text),
+                                      ("loss_box", c.box_weight, c.text_to_box)) if on}
+
+    def forward(self, towers: Towers, batch, schedule) -> dict[str, torch.Tensor]:
+        """Each box slot's phrase embedding is its row of the towers' phrase embeddings (zeros without any)."""
+        valid = batch.box_valid
+        if towers.phrases is not None:
+            entity = towers.phrases[batch.phrase_index]
+        else:
+            entity = towers.clean_tokens.new_zeros((*valid.shape, self.text_dim), dtype=torch.float32)
+        return self.loss(towers.clean_tokens, towers.vision.grid, batch.boxes, valid, entity, batch.entity_ids)
+
+    def after_step(self, model: SiglipModel, schedule) -> None:
+        self.clamp_()
+
+    def loss(self, patch_tokens: torch.Tensor, grid: tuple[int, int], boxes: torch.Tensor,
                 box_valid: torch.Tensor, entity_emb: torch.Tensor, entity_ids: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
         """``patch_tokens`` (B, N, D) of the clean view; ``boxes`` (B, M, 4) normalised xyxy; ``box_valid`` (B, M);

@@ -1,94 +1,90 @@
-"""All four objectives on one shared SigLIP: the towers run once per step, every enabled objective reads their
-outputs, and the total is ``Σ_k λ_k L_k``. A switched-off objective builds no module and computes nothing."""
+"""Every enabled objective on one shared SigLIP: the towers run once per step for the union of what the active
+objectives need, each objective returns unweighted terms, and this module applies every λ: ``Σ_k λ_k L_k``. A
+switched-off objective builds no module and computes nothing."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import SiglipModel
 
-from mtv.heads import build_heads, text_dim
-from mtv.losses import distributed_sigmoid_loss
+from mtv.data.batch import Batch
 from mtv.models.vision import encode_images
-from mtv.objectives.self_supervised import SelfSupervised, SSLStep
+from mtv.objectives.base import Objective, Towers, registered
 
 
 class MultiTask(nn.Module):
-    """``model`` is exported as it is; ``ssl``, ``grounding`` and ``depth`` are the training-only parts (the
-    grounding and depth heads are also exported, beside the model, for `mtv predict`)."""
+    """``model`` is exported as it is; ``objectives`` (name -> module, in their order) are the training-only parts,
+    except those marked ``exported`` (grounding and depth ship beside the model for `mtv predict`)."""
 
     def __init__(self, model: SiglipModel, cfg):
         super().__init__()
         self.model, self.cfg = model, cfg
-        self.text_dim = text_dim(model)
-        self.ssl = (SelfSupervised(model.vision_model, model.config.vision_config.hidden_size, cfg.ssl)
-                    if cfg.ssl.enabled else None)
-        heads = build_heads(model, cfg.grounding if cfg.grounding.enabled else None,
-                            cfg.depth if cfg.depth.enabled else None)
-        self.grounding, self.depth = heads.get("grounding"), heads.get("depth")
+        self.objectives = nn.ModuleDict({name: cls.build(getattr(cfg, name), model)
+                                         for name, cls in registered().items() if getattr(cfg, name).enabled})
         self.max_log_scale = math.log(cfg.model.max_logit_scale)
-        if not cfg.vl.enabled:  # DDP must not wait for gradients that never come
+        needs = [o.needs for o in self.objectives.values()]
+        if not any(n.logit for n in needs):  # DDP must not wait for gradients that never come
             model.logit_scale.requires_grad_(False)
             model.logit_bias.requires_grad_(False)
-            if not cfg.grounding.enabled:
-                model.text_model.requires_grad_(False)
+        if not any(n.captions or n.phrases for n in needs):
+            model.text_model.requires_grad_(False)
+
+    def __getattr__(self, name: str):
+        """``task.<objective name>``: the objective's module, or None when it is switched off."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            objectives = self._modules.get("objectives")
+            if objectives is not None and name in registered():
+                return objectives[name] if name in objectives else None
+            raise
+
+    def plan(self, step: int, total_steps: int) -> dict[str, Any]:
+        """Each enabled objective's schedule at ``step``; those that are off this step are left out."""
+        found = {name: o.schedule(step, total_steps) for name, o in self.objectives.items()}
+        return {name: s for name, s in found.items() if s is not None}
 
     def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.model.text_model(input_ids=input_ids).pooler_output.float(), dim=-1)
 
-    def forward(self, batch: dict, ssl_step: SSLStep | None = None, masks: torch.Tensor | None = None,
-                phrase_ids: torch.Tensor | None = None, phrase_index: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
-        """Weighted loss terms of the enabled objectives.
-
-        ``ssl_step`` None means SSL is off this step (disabled, or before its start). ``phrase_ids`` (U, L) are
-        the batch's distinct box phrases, tokenised; ``phrase_index`` (B, M) points each box at its phrase."""
-        cfg, clean = self.cfg, batch["pixel_values"]
-        b = clean.shape[0]
-        ssl_on = self.ssl is not None and ssl_step is not None
-        pixels = torch.cat([clean, batch["global2"]]) if ssl_on else clean
-        out = encode_images(self.model.vision_model, pixels, mask=masks if ssl_on else None,
-                            mask_token=self.ssl.mask_token if ssl_on else None,
-                            layers=self.depth.layers if self.depth is not None else ())
+    def forward(self, batch: Batch, plan: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Weighted loss terms of the objectives in ``plan`` (`MultiTask.plan`), in their order."""
+        active: dict[str, Objective] = {n: o for n, o in self.objectives.items() if n in plan}
+        towers = self._towers(batch, [o for o in active.values()])
         terms: dict[str, torch.Tensor] = {}
-
-        # One text-tower pass over the captions (objective 1) and the batch's distinct box phrases (objective 3).
-        need_phrases = self.grounding is not None and phrase_ids is not None
-        captions = batch["input_ids"] if cfg.vl.enabled else batch["input_ids"][:0]
-        ids = torch.cat([captions, phrase_ids]) if need_phrases else captions
-        text = self.embed_text(ids) if len(ids) else None
-        if cfg.vl.enabled:
-            image = F.normalize(out.pooled[:b].float(), dim=-1)
-            scale, bias = self.model.logit_scale.float().exp(), self.model.logit_bias.float()
-            terms["loss_vl"] = cfg.vl.weight * distributed_sigmoid_loss(image, text[:b], scale, bias,
-                                                                        mode=cfg.vl.distributed)
-        if ssl_on:
-            local = batch["locals"]
-            student_local = (encode_images(self.model.vision_model, local.flatten(0, 1)).pooled
-                             if local.shape[1] else None)
-            terms.update(self.ssl(out.pooled, out.tokens, student_local, pixels, masks, ssl_step.teacher_temp))
-        if self.grounding is not None:
-            valid = batch["box_valid"]
-            if need_phrases:
-                entity = text[len(captions):][phrase_index]
-            else:
-                entity = out.tokens.new_zeros((*valid.shape, self.text_dim), dtype=torch.float32)
-            found = self.grounding(out.tokens[:b], out.grid, batch["boxes"], valid, entity, batch["entity_ids"])
-            terms.update({k: self.grounding.weights[k] * v for k, v in found.items()})
-        if self.depth is not None:
-            layers = [x[:b] for x in out.layers]
-            found = self.depth(layers, out.grid, tuple(clean.shape[-2:]), batch["depth"], batch["depth_valid"])
-            terms["loss_depth"] = cfg.depth.weight * found["loss_depth"]
+        for name, objective in active.items():
+            weights = objective.weights()
+            terms.update({k: weights[k] * v for k, v in objective(towers, batch, plan[name]).items()})
         return terms
 
+    def _towers(self, batch: Batch, active: list[Objective]) -> Towers:
+        clean, b = batch.pixel_values, batch.size
+        masker = next((o for o in active if o.needs.mask_token), None)
+        pixels = torch.cat([clean, batch.global2]) if any(o.needs.second_view for o in active) else clean
+        layers = sorted({i for o in active for i in o.needs.layers})
+        out = encode_images(self.model.vision_model, pixels, mask=batch.masks if masker is not None else None,
+                            mask_token=masker.mask_token if masker is not None else None, layers=layers)
+        # One text-tower pass over the captions and the batch's distinct box phrases.
+        captions = batch.input_ids if any(o.needs.captions for o in active) else batch.input_ids[:0]
+        phrases = batch.phrase_ids if any(o.needs.phrases for o in active) else None
+        ids = torch.cat([captions, phrases]) if phrases is not None else captions
+        text = self.embed_text(ids) if len(ids) else None
+        n = len(captions)
+        return Towers(self.model, out, pixels, b, {i: x[:b] for i, x in zip(layers, out.layers)},
+                      captions=text[:n] if n else None, phrases=text[n:] if phrases is not None else None)
+
+    def before_step(self, plan: dict[str, Any]) -> None:
+        for name, schedule in plan.items():
+            self.objectives[name].before_step(self.model, schedule)
+
     @torch.no_grad()
-    def after_step(self, ssl_step: SSLStep | None) -> None:
-        """Clamps logit scales and moves the EMA teacher, after each optimiser step."""
+    def after_step(self, plan: dict[str, Any]) -> None:
+        """Clamps the logit scale and lets each active objective update itself (EMA teacher, its own clamps)."""
         self.model.logit_scale.clamp_(0.0, self.max_log_scale)
-        if self.grounding is not None:
-            self.grounding.clamp_()
-        if self.ssl is not None and ssl_step is not None:
-            self.ssl.update_teacher(self.model.vision_model, ssl_step.momentum)
+        for name, schedule in plan.items():
+            self.objectives[name].after_step(self.model, schedule)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+from transformers import SiglipModel
 
 from mtv.data.masking import batch_masks
 from mtv.data.multicrop import MultiCrop
@@ -30,6 +31,7 @@ from mtv.losses.ibot import ibot_loss
 from mtv.losses.koleo import koleo_loss
 from mtv.models.ssl_head import SSLHead
 from mtv.models.vision import encode_images
+from mtv.objectives.base import Needs, Objective, Towers, register
 
 # What `variant: siglip2` changes, unless the config sets the key itself (SigLIP 2, sec. 2.3).
 SIGLIP2_DEFAULTS: dict[str, Any] = dict(n_local=8, mask_probability=1.0, mask_ratio_min=0.5, mask_ratio_max=0.5,
@@ -134,7 +136,11 @@ def ssl_step(cfg: SSLConfig, step: int, total_steps: int) -> SSLStep | None:
     return SSLStep(temp, teacher_momentum(progress, cfg.momentum_start), step == first)
 
 
-class SelfSupervised(nn.Module):
+@register
+class SelfSupervised(Objective):
+    name, title, order, Config = "ssl", "SSL", 2, SSLConfig
+    needs = Needs(second_view=True, mask_token=True)
+
     def __init__(self, vision_tower: nn.Module, dim: int, cfg: SSLConfig):
         super().__init__()
         self.cfg = cfg
@@ -149,6 +155,46 @@ class SelfSupervised(nn.Module):
         self.teacher.requires_grad_(False).eval()
         self.dino_centering = TeacherCentering(cfg.prototypes, cfg.centering, cfg.center_momentum, cfg.sinkhorn_iters)
         self.ibot_centering = TeacherCentering(cfg.prototypes, cfg.centering, cfg.center_momentum, cfg.sinkhorn_iters)
+
+    @classmethod
+    def build(cls, cfg: SSLConfig, model: SiglipModel) -> "SelfSupervised":
+        return cls(model.vision_model, model.config.vision_config.hidden_size, cfg)
+
+    @staticmethod
+    def decoder_options(cfg: SSLConfig, image_size: int, patch_size: int) -> dict:
+        return {"multicrop": cfg.multicrop(image_size, patch_size)}
+
+    def idles_at_start(self) -> bool:
+        return self.cfg.start_fraction > 0
+
+    def schedule(self, step: int, total_steps: int) -> SSLStep | None:
+        return ssl_step(self.cfg, step, total_steps)
+
+    def scalars(self, schedule: SSLStep) -> dict[str, float]:
+        return {"teacher_temp": schedule.teacher_temp, "teacher_momentum": schedule.momentum}
+
+    def step_inputs(self, schedule: SSLStep, batch_size: int, grid: tuple[int, int],
+                    rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        return {"masks": view_masks(self.cfg, batch_size, grid, rng)}
+
+    def before_step(self, model: SiglipModel, schedule: SSLStep) -> None:
+        if schedule.starts:
+            self.update_teacher(model.vision_model, 0.0)  # the teacher starts as a copy of the student
+
+    def after_step(self, model: SiglipModel, schedule: SSLStep) -> None:
+        self.update_teacher(model.vision_model, schedule.momentum)
+
+    def weights(self) -> dict[str, float]:
+        c = self.cfg
+        return {k: c.loss_scale * w for k, w in (("loss_dino", c.dino_weight), ("loss_ibot", c.ibot_weight),
+                                                 ("loss_koleo", c.koleo_weight)) if w}
+
+    def forward(self, towers: Towers, batch, schedule: SSLStep) -> dict[str, torch.Tensor]:
+        local = batch.locals
+        student_local = (encode_images(towers.model.vision_model, local.flatten(0, 1)).pooled
+                         if local.shape[1] else None)
+        return self.loss(towers.vision.pooled, towers.vision.tokens, student_local, towers.pixels, batch.masks,
+                         schedule.teacher_temp)
 
     def train(self, mode: bool = True) -> "SelfSupervised":
         """The teacher always runs in eval mode: dropout would add noise to the targets."""
@@ -166,10 +212,10 @@ class SelfSupervised(nn.Module):
             for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
                 t.mul_(momentum).add_(s.detach().to(t.dtype), alpha=1 - momentum)
 
-    def forward(self, student_global: torch.Tensor, student_global_patches: torch.Tensor,
+    def loss(self, student_global: torch.Tensor, student_global_patches: torch.Tensor,
                 student_local: torch.Tensor | None, teacher_pixels: torch.Tensor, masks: torch.Tensor,
                 teacher_temp: float) -> dict[str, torch.Tensor]:
-        """Weighted loss terms ("loss_dino", "loss_ibot", "loss_koleo"; weight-0 terms are not computed).
+        """Unweighted loss terms ("loss_dino", "loss_ibot", "loss_koleo"; weight-0 terms are not computed).
 
         ``student_global`` (2B, D) and ``student_global_patches`` (2B, N, D): the student tower on
         [clean; global 2] with ``masks`` (2B, N) applied through ``mask_token``. ``student_local``
@@ -193,16 +239,15 @@ class SelfSupervised(nn.Module):
             if not views:
                 raise ValueError("ssl: the siglip2 variant needs the student's local crops (student_local)")
             loss = dino_loss(self.head(torch.cat(views)), targets.unflatten(0, (-1, b)), cfg.student_temp, dinov2)
-            terms["loss_dino"] = cfg.loss_scale * cfg.dino_weight * loss
+            terms["loss_dino"] = loss
         if cfg.ibot_weight:
             m = masks[rows]
             with torch.no_grad():
                 targets = self.ibot_centering(teacher_ibot_head(teacher.tokens[m]), teacher_temp)
             student = student_ibot_head(student_global_patches[rows][m])
             # the divisor is the maskable views (global view 2; the clean view never is), as DINOv2's all global crops
-            loss = ibot_loss(student, targets, masks[b:], cfg.student_temp)
-            terms["loss_ibot"] = cfg.loss_scale * cfg.ibot_weight * loss
+            terms["loss_ibot"] = ibot_loss(student, targets, masks[b:], cfg.student_temp)
         if cfg.koleo_weight:
-            loss = sum(koleo_loss(view) for view in student_global.chunk(2))  # within a view: never an image's twin
-            terms["loss_koleo"] = cfg.loss_scale * cfg.koleo_weight * loss
+            # within a view: never an image's twin
+            terms["loss_koleo"] = sum(koleo_loss(view) for view in student_global.chunk(2))
         return terms

@@ -15,17 +15,18 @@ from tqdm import tqdm
 from transformers import SiglipConfig, SiglipTokenizer
 
 from mtv.config import TrainConfig, dump_config
+from mtv.data.batch import Batch
 from mtv.data.decode import decode_caption
 from mtv.data.shards import ReadStats, list_shards, read_samples
 from mtv.data.stream import Batches, ShardStream, StreamState
-from mtv.data.transforms import Pixels, tokenize
+from mtv.data.transforms import Pixels
 from mtv.data.views import ViewDecoder
 from mtv.errors import MTVError, SkipSample, writable_dir
 from mtv.models.pretrained import init_config, load_init
 from mtv.models.siglip import build_model, load_config, preset_config
 from mtv.models.tokenizer import build_processor, load_processor, train_tokenizer
+from mtv.objectives.base import registered
 from mtv.objectives.multitask import MultiTask
-from mtv.objectives.self_supervised import ssl_step, view_masks
 from mtv.train import checkpoint
 from mtv.train.distributed import Dist, gather_objects, mean_over_ranks, setup, teardown
 from mtv.train.lock import run_lock
@@ -78,8 +79,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
     if ck:
         _check_same_model(ck["config"], cfg, run)
         model.load_state_dict(ck["model"])
-        for name, sd in ck["objectives"].items():
-            getattr(task, name).load_state_dict(sd)
+        for name, objective in task.objectives.items():
+            objective.load_state_dict(ck["objectives"].get(name, {}))
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         _apply_new_optim(cfg, ck["config"]["optim"], opt, sched, d)
@@ -89,8 +90,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
         state = StreamState.from_dict(ck["data"][d.rank] if d.rank < len(ck["data"]) else None)
     else:
         _seed_everything(cfg.seed + d.rank)
-    late_ssl = cfg.ssl.enabled and cfg.ssl.start_fraction > 0  # its heads idle at first: DDP must allow that
-    net = (DistributedDataParallel(task, find_unused_parameters=late_ssl, broadcast_buffers=False)
+    idle = any(o.idles_at_start() for o in task.objectives.values())  # DDP must allow unused parameters then
+    net = (DistributedDataParallel(task, find_unused_parameters=idle, broadcast_buffers=False)
            if d.world_size > 1 else task)
 
     batches = Batches(ShardStream(shards, _decoder(cfg, processor, vision), cfg.batch_size, cfg.seed, d.rank,
@@ -104,22 +105,17 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
     grid = (vision.image_size // vision.patch_size,) * 2
 
     while step < cfg.steps:
-        ssl = ssl_step(cfg.ssl, step, cfg.steps) if cfg.ssl.enabled else None
-        if ssl is not None and ssl.starts:
-            task.ssl.update_teacher(model.vision_model, 0.0)  # the teacher starts as a copy of the student
+        plan = task.plan(step, cfg.steps)
+        task.before_step(plan)
         terms_sum: dict[str, float] = {}
         finite = True
         for micro in range(cfg.optim.accum_steps):
-            batch = next(batches)
-            inputs = _inputs(batch, tok, cfg, d.device)
-            if ssl is not None:
-                rng = np.random.default_rng([cfg.seed, d.rank, step, micro])
-                inputs["masks"] = view_masks(cfg.ssl, cfg.batch_size, grid, rng).to(d.device)
+            batch = _step_batch(next(batches), task, plan, tok, cfg, grid, (d.rank, step, micro)).to(d.device)
             last = micro == cfg.optim.accum_steps - 1
             sync = contextlib.nullcontext() if last or d.world_size == 1 else net.no_sync()
             with sync:
                 with autocast:
-                    terms = net(ssl_step=ssl, **inputs)
+                    terms = net(batch, plan)
                 bad = _nonfinite_terms(terms, d)
                 if bad:
                     finite = False
@@ -146,7 +142,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
         scaler.update()
         opt.zero_grad(set_to_none=True)
         sched.step()
-        task.after_step(ssl)
+        task.after_step(plan)
         step += 1
         bar.update(1)
         _check_skips(batches.state, cfg)
@@ -164,8 +160,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
                       "logit_bias": model.logit_bias.item(), "samples_seen": counts.get("seen", 0),
                       "samples_skipped": counts.get("skipped", 0), "nonfinite_steps": nonfinite,
                       **{f"labels_missing_{k[8:]}": v for k, v in counts.items() if k.startswith("missing/")}}
-            if ssl is not None:
-                record.update(teacher_temp=ssl.teacher_temp, teacher_momentum=ssl.momentum)
+            for name, schedule in plan.items():
+                record.update(task.objectives[name].scalars(schedule))
             log.log(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
             t_log, step_log = now, step
@@ -198,7 +194,7 @@ def _prepare_run_dir(run: Path, resume: bool, d: Dist) -> dict | None:
 def _check_same_model(saved: dict, cfg: TrainConfig, run: Path) -> None:
     """A resumed run must build the same modules its checkpoint holds; name the first setting that differs."""
     now = cfg.model_dump(mode="json")
-    for section in ("model", "vl", "ssl", "grounding", "depth"):
+    for section in ("model", *registered()):
         for key, value in saved[section].items():
             if now[section].get(key) != value:
                 raise MTVError(f"{run}: was trained with {section}.{key}={value!r}, the config now says "
@@ -276,9 +272,6 @@ def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-LABEL_OBJECTIVE = {"depth": "depth", "boxes": "grounding"}  # a missing label -> the objective it starves
-
-
 def _check_skips(state: StreamState, cfg: TrainConfig) -> None:
     seen, skipped = state.counts.get("seen", 0), state.counts.get("skipped", 0)
     if seen < cfg.data.min_samples_for_skip_check:
@@ -288,20 +281,24 @@ def _check_skips(state: StreamState, cfg: TrainConfig) -> None:
         raise MTVError(f"{cfg.data.train}: {skipped} of {seen} samples could not be used "
                        f"({skipped / seen:.1%} > data.max_skip_fraction={cfg.data.max_skip_fraction}); "
                        f"reasons: {reasons}")
-    used = seen - skipped
-    for label, objective in LABEL_OBJECTIVE.items():
-        missing = state.counts.get(f"missing/{label}", 0)
-        if used and missing > cfg.data.max_missing_label_fraction * used:
-            raise MTVError(f"{cfg.data.train}: {missing} of {used} samples have no {label} labels "
-                           f"({missing / used:.1%} > data.max_missing_label_fraction="
-                           f"{cfg.data.max_missing_label_fraction}); label them with mtv label or set "
-                           f"{objective}.enabled=false")
+    used, limit = seen - skipped, cfg.data.max_missing_label_fraction
+    starved = [f"{missing} of {used} samples have no {label} labels ({missing / used:.1%} > "
+               f"data.max_missing_label_fraction={limit}); label them with mtv label or set {objective}.enabled=false"
+               for label, objective in _label_objectives().items()
+               if used and (missing := state.counts.get(f"missing/{label}", 0)) > limit * used]
+    if starved:
+        raise MTVError(f"{cfg.data.train}: " + "; ".join(starved))
+
+
+def _label_objectives() -> dict[str, str]:
+    """A shard label -> the objective that starves without it."""
+    return {label: name for name, cls in registered().items() for label in cls.labels}
 
 
 def _missing_note(counts: dict) -> str:
     used = counts.get("seen", 0) - counts.get("skipped", 0)
     parts = [f"{counts[f'missing/{k}']} of {used} samples have no {k} labels ({o} learns from the rest)"
-             for k, o in LABEL_OBJECTIVE.items() if counts.get(f"missing/{k}")]
+             for k, o in _label_objectives().items() if counts.get(f"missing/{k}")]
     return "; ".join(parts)
 
 
@@ -327,26 +324,31 @@ def _seed_everything(seed: int) -> None:
 
 
 def _decoder(cfg: TrainConfig, processor, vision) -> ViewDecoder:
-    g = cfg.grounding
+    """The sample decoder with every enabled objective's options and extra fields."""
+    options, fields = {}, []
+    for name, cls in registered().items():
+        section = getattr(cfg, name)
+        if section.enabled:
+            options.update(cls.decoder_options(section, vision.image_size, vision.patch_size))
+            if (read := cls.sample_fields(section)) is not None:
+                fields.append(read)
     return ViewDecoder(processor.tokenizer, vision.image_size, cfg.model.text_length, flip=cfg.data.flip,
-                       multicrop=cfg.ssl.multicrop(vision.image_size, vision.patch_size) if cfg.ssl.enabled else None,
-                       max_boxes=g.max_boxes if g.enabled else 0, min_score=g.min_score,
-                       depth=cfg.depth.enabled, depth_resize=cfg.depth.resize,
-                       pixels=Pixels.of(processor.image_processor))
+                       pixels=Pixels.of(processor.image_processor), fields=fields, **options)
 
 
-def _inputs(batch: dict, tok, cfg: TrainConfig, device: torch.device) -> dict:
-    """Tensors to the device; box phrases deduplicated across the batch and tokenised once, so the text tower
-    embeds each distinct phrase once per step."""
-    phrases = batch.pop("phrases", None)
-    out = {"batch": {k: v.to(device, non_blocking=True) for k, v in batch.items()}}
-    if phrases is not None:
-        distinct = sorted({p for row in phrases for p in row if p})
-        if distinct:
-            where = {p: i for i, p in enumerate(distinct)}
-            out["phrase_index"] = torch.tensor([[where.get(p, 0) for p in row] for row in phrases], device=device)
-            out["phrase_ids"] = torch.stack([tokenize(tok, p, cfg.model.text_length) for p in distinct]).to(device)
-    return out
+def _step_batch(collated: dict, task: MultiTask, plan: dict, tok, cfg: TrainConfig, grid: tuple[int, int],
+                key: tuple[int, int, int]) -> Batch:
+    """The typed batch plus each active objective's random inputs, drawn from a generator keyed by
+    (seed, rank, step, micro-step) so that a resumed run draws the same ones."""
+    batch = Batch.from_collated(collated, tok, cfg.model.text_length)
+    for name, schedule in plan.items():
+        rng = np.random.default_rng([cfg.seed, *key])
+        for field, value in task.objectives[name].step_inputs(schedule, cfg.batch_size, grid, rng).items():
+            if hasattr(batch, field) and field != "extra":
+                setattr(batch, field, value)
+            else:
+                batch.extra[field] = value
+    return batch
 
 
 def _nonfinite_terms(terms: dict[str, torch.Tensor], d: Dist) -> list[str]:
@@ -373,8 +375,7 @@ def _save(cfg, run, step, task, opt, sched, scaler, data_state, model_cfg, nonfi
         files = {p.name: p.read_bytes() for p in processor.iterdir() if p.is_file()}
         checkpoint.save({
             "step": step, "model": task.model.state_dict(), "optimizer": opt.state_dict(),
-            "objectives": {name: getattr(task, name).state_dict() for name in ("ssl", "grounding", "depth")
-                           if getattr(task, name) is not None},
+            "objectives": {name: objective.state_dict() for name, objective in task.objectives.items()},
             "nonfinite_steps": nonfinite,
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rngs, "data": data,
             "model_config": model_cfg.to_dict(), "processor_files": files, "config": cfg.model_dump(mode="json"),
