@@ -1,7 +1,9 @@
 """Training throughput and FLOP utilisation of one step, per model size: the image–text (VL-only) step against
 the full multi-task step (VL + SSL + grounding + depth), on this machine.
 
-    python benchmarks/bench_train.py [--sizes tiny base] [--steps 3] [--precision auto]
+    python benchmarks/bench_train.py [--sizes tiny base] [--steps 3] [--precision auto] [--compile inductor]
+
+It times `mtv.train.step.train_step`, the step `mtv train` runs (forward, backward, clipping, AdamW, EMA).
 
 FLOP utilisation = (FLOPs of one step, counted by torch's FlopCounterMode) × steps/s ÷ the machine's matmul
 FLOP/s in the same precision, measured in the same run. Inputs are synthetic tensors of the shapes the data
@@ -24,7 +26,9 @@ from mtv.data.batch import Batch
 from mtv.data.multicrop import local_crop_size
 from mtv.models.siglip import build_model, preset_config
 from mtv.objectives.multitask import MultiTask
+from mtv.train.distributed import Dist
 from mtv.train.precision import autocast_dtype
+from mtv.train.step import Engine, compiled, train_step
 
 BATCH = {"micro": 64, "tiny": 64, "small": 16, "base": 8, "large": 4}
 TEXT, VOCAB, BOXES, PHRASES = 64, 1000, 10, 8
@@ -58,7 +62,8 @@ def synthetic_batch(cfg, task: MultiTask, vision, b: int, gen: torch.Generator) 
     return batch, plan
 
 
-def step_fn(size: str, objectives: str, precision: str):
+def step_fn(size: str, objectives: str, precision: str, compile_backend: str | None = None):
+    """The training loop's own `train_step` on a synthetic batch (eager, or compiled with ``compile_backend``)."""
     tree = {"run_dir": "unused", "data": {"train": "unused"}, "steps": 1000, "batch_size": BATCH[size],
             "model": {"preset": size, "text_length": TEXT}, **(OFF if objectives == "vl" else {})}
     cfg = build_config(tree)
@@ -67,23 +72,28 @@ def step_fn(size: str, objectives: str, precision: str):
     opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4)
     batch, plan = synthetic_batch(cfg, task, model.config.vision_config, BATCH[size], torch.Generator().manual_seed(0))
     dtype = autocast_dtype(precision, torch.device("cpu"))
+    forward = compiled(task, compile_backend) if compile_backend else task
+    engine = Engine(task, task, forward, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+                    torch.amp.GradScaler("cpu", enabled=False), dtype, 1, cfg.optim.grad_clip,
+                    Dist(0, 1, 0, torch.device("cpu")))
 
     def step():
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-            loss = sum(task(batch, plan).values())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        task.after_step(plan)
+        train_step(engine, lambda micro: batch, plan)
 
     return step, BATCH[size], dtype
 
 
-def measure(size: str, objectives: str, steps: int, precision: str, peak: dict) -> dict:
-    step, batch, dtype = step_fn(size, objectives, precision)
-    with FlopCounterMode(display=False) as counter:
+def measure(size: str, objectives: str, steps: int, precision: str, peak: dict, compile_backend: str | None = None,
+            flops: float | None = None) -> dict:
+    """One row; a compiled step reuses the eager step's FLOP count (``flops``) and is timed after two warm-up
+    steps (the first compiles, the second may recompile once for the schedule's changing floats)."""
+    step, batch, dtype = step_fn(size, objectives, precision, compile_backend)
+    if flops is None:
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+    else:
         step()
-    flops = counter.get_total_flops()
     step()
     start = time.perf_counter()
     for _ in range(steps):
@@ -91,9 +101,9 @@ def measure(size: str, objectives: str, steps: int, precision: str, peak: dict) 
     sec = (time.perf_counter() - start) / steps
     if dtype not in peak:
         peak[dtype] = matmul_flops(dtype)
-    return {"size": size, "objectives": objectives, "batch": batch,
-            "precision": str(dtype or "fp32").replace("torch.", ""), "images_per_s": batch / sec,
-            "gflop_per_image": flops / batch / 1e9, "model_tflops": flops / sec / 1e12,
+    return {"size": size, "objectives": objectives + ("+c" if compile_backend else ""), "batch": batch,
+            "precision": str(dtype or "fp32").replace("torch.", ""), "images_per_s": batch / sec, "flops": flops,
+            "step_s": sec, "gflop_per_image": flops / batch / 1e9, "model_tflops": flops / sec / 1e12,
             "peak_tflops": peak[dtype] / 1e12, "utilisation": flops / sec / peak[dtype]}
 
 
@@ -102,18 +112,24 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", default=["tiny", "base"])
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--compile", metavar="BACKEND", help="also time the full step compiled with this torch.compile "
+                   "backend (inductor, aot_eager); its row is 'all+c'")
     a = p.parse_args()
     print(machine())
-    print(f"{'size':<6} {'step':<5} {'batch':>5} {'precision':>9} {'images/s':>9} {'GFLOP/img':>10} "
+    print(f"{'size':<6} {'step':<5} {'batch':>5} {'precision':>9} {'images/s':>9} {'step s':>7} {'GFLOP/img':>10} "
           f"{'model TFLOP/s':>14} {'matmul TFLOP/s':>15} {'utilisation':>11}")
     peak: dict = {}
     for size in a.sizes:
         rows = [measure(size, objectives, a.steps, a.precision, peak) for objectives in ("vl", "all")]
+        if a.compile:
+            rows.append(measure(size, "all", a.steps, a.precision, peak, a.compile, flops=rows[1]["flops"]))
         for r in rows:
             print(f"{r['size']:<6} {r['objectives']:<5} {r['batch']:>5} {r['precision']:>9} {r['images_per_s']:>9.1f} "
-                  f"{r['gflop_per_image']:>10.2f} {r['model_tflops']:>14.3f} {r['peak_tflops']:>15.3f} "
-                  f"{r['utilisation']:>11.1%}")
-        print(f"{size}: full-step utilisation / VL-only utilisation = {rows[1]['utilisation'] / rows[0]['utilisation']:.0%}")
+                  f"{r['step_s']:>7.3f} {r['gflop_per_image']:>10.2f} {r['model_tflops']:>14.3f} "
+                  f"{r['peak_tflops']:>15.3f} {r['utilisation']:>11.1%}")
+        ratio = rows[1]["utilisation"] / rows[0]["utilisation"]
+        print(f"{size}: full-step utilisation / VL-only utilisation = {ratio:.0%}"
+              + (f"; compiled / eager full step time = {rows[2]['step_s'] / rows[1]['step_s']:.2f}" if a.compile else ""))
 
 
 if __name__ == "__main__":

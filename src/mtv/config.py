@@ -85,6 +85,8 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 where supported")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads per rank")
+    compile: bool = Field(False, description="torch.compile the step's forward and backward")
+    compile_backend: str = Field("inductor", description="torch.compile backend (aot_eager: no code generation)")
     log_every: int = Field(10, ge=1)
     ckpt_every: int = Field(200, ge=1)
     keep_ckpts: int = Field(2, ge=1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import random
 import time
@@ -33,6 +32,7 @@ from mtv.train.lock import run_lock
 from mtv.train.logger import MetricsLog
 from mtv.train.precision import autocast_dtype
 from mtv.train.schedule import warmup_cosine
+from mtv.train.step import Engine, compiled, train_step
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -101,48 +101,25 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
     bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and d.main), desc="train", unit="step")
     start_step, t_start, noted = step, time.perf_counter(), False
     t_log, step_log = t_start, step
-    autocast = torch.autocast(d.device.type, dtype=dtype, enabled=dtype is not None)
     grid = (vision.image_size // vision.patch_size,) * 2
+
+    engine = Engine(task, net, compiled(net, cfg.compile_backend) if cfg.compile else net, opt, sched, scaler, dtype,
+                    cfg.optim.accum_steps, cfg.optim.grad_clip, d)
 
     while step < cfg.steps:
         plan = task.plan(step, cfg.steps)
-        task.before_step(plan)
-        terms_sum: dict[str, float] = {}
-        finite = True
-        for micro in range(cfg.optim.accum_steps):
-            batch = _step_batch(next(batches), task, plan, tok, cfg, grid, (d.rank, step, micro)).to(d.device)
-            last = micro == cfg.optim.accum_steps - 1
-            sync = contextlib.nullcontext() if last or d.world_size == 1 else net.no_sync()
-            with sync:
-                with autocast:
-                    terms = net(batch, plan)
-                bad = _nonfinite_terms(terms, d)
-                if bad:
-                    finite = False
-                    break
-                scaler.scale(sum(terms.values()) / cfg.optim.accum_steps).backward()
-            for k, v in terms.items():
-                terms_sum[k] = terms_sum.get(k, 0.0) + v.item() / cfg.optim.accum_steps
-        if not finite:
-            opt.zero_grad(set_to_none=True)
+        result = train_step(engine, lambda micro: _step_batch(next(batches), task, plan, tok, cfg, grid,
+                                                              (d.rank, step, micro)).to(d.device), plan)
+        if result.bad:
             nonfinite += 1
             if d.main:
-                tqdm.write(f"step {step + 1}: {', '.join(bad)} not finite; update skipped "
+                tqdm.write(f"step {step + 1}: {', '.join(result.bad)} not finite; update skipped "
                            f"({nonfinite}/{cfg.max_nonfinite_steps} allowed)")
             if nonfinite > cfg.max_nonfinite_steps:
-                raise MTVError(f"{', '.join(bad)} was NaN/inf in {nonfinite} steps (> max_nonfinite_steps="
+                raise MTVError(f"{', '.join(result.bad)} was NaN/inf in {nonfinite} steps (> max_nonfinite_steps="
                                f"{cfg.max_nonfinite_steps}); the last good checkpoint is {checkpoint.latest(run)}; "
                                "lower optim.lr or use precision=fp32")
             continue
-        scaler.unscale_(opt)
-        params = [p for p in task.parameters() if p.grad is not None]
-        grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip
-                     else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-        task.after_step(plan)
         step += 1
         bar.update(1)
         _check_skips(batches.state, cfg)
@@ -153,10 +130,11 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
             if not noted and d.main and (note := _missing_note(counts)):  # said once, at the first log step
                 tqdm.write(f"note: {note}")
             noted = True
-            record = {"step": step, "loss": mean_over_ranks(sum(terms_sum.values()), d),
-                      **{k: mean_over_ranks(v, d) for k, v in sorted(terms_sum.items())},
+            terms = {k: float(v) for k, v in result.terms.items()}  # the only read-back of the terms
+            record = {"step": step, "loss": mean_over_ranks(sum(terms.values()), d),
+                      **{k: mean_over_ranks(v, d) for k, v in sorted(terms.items())},
                       "lr": sched.get_last_lr()[0], "images_per_s": per_step * (step - step_log) / (now - t_log),
-                      "grad_norm": float(grad_norm), "logit_scale": model.logit_scale.exp().item(),
+                      "grad_norm": float(result.grad_norm), "logit_scale": model.logit_scale.exp().item(),
                       "logit_bias": model.logit_bias.item(), "samples_seen": counts.get("seen", 0),
                       "samples_skipped": counts.get("skipped", 0), "nonfinite_steps": nonfinite,
                       **{f"labels_missing_{k[8:]}": v for k, v in counts.items() if k.startswith("missing/")}}
@@ -349,14 +327,6 @@ def _step_batch(collated: dict, task: MultiTask, plan: dict, tok, cfg: TrainConf
             else:
                 batch.extra[field] = value
     return batch
-
-
-def _nonfinite_terms(terms: dict[str, torch.Tensor], d: Dist) -> list[str]:
-    """Names of NaN/inf terms on any rank (all ranks must agree to skip, or DDP would hang)."""
-    flags = torch.tensor([0.0 if torch.isfinite(v).all() else 1.0 for v in terms.values()], device=d.device)
-    if d.world_size > 1:
-        torch.distributed.all_reduce(flags)
-    return [k for k, f in zip(terms, flags.tolist()) if f]
 
 
 def _total_counts(counts, d: Dist) -> dict[str, int]:
