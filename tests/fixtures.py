@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mtv.data.shards import DATASET_META, ShardWriter, encode_json, encode_png, shard_name
+from mtv.data.shards import DATASET_META, ShardWriter, shard_name
+
+from mtv.data.schema import encode_json, encode_png
 
 TOY_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 230, 20)}
 TOY_SHAPES = ("square", "disc")

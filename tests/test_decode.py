@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtv.data.decode import decode_image, open_image
+from mtv.data.decode import open_image
+
+from mtv.data.schema import decode_image
 from mtv.errors import SkipSample
 
 

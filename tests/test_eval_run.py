@@ -7,7 +7,7 @@ import torch
 from transformers import SiglipModel, SiglipProcessor
 
 from mtv.cli import main
-from mtv.data.decode import decode_image
+from mtv.data.schema import decode_image
 from mtv.data.shards import DATASET_META, list_shards, read_samples
 from mtv.errors import MTVError
 from mtv.eval import evaluate

@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mtv.data.decode import decode_depth
-from mtv.data.shards import ShardWriter, encode_json, encode_png, read_samples, shard_name
+from mtv.data.schema import decode_depth, encode_inverse_depth, encode_json, encode_png
+from mtv.data.shards import ShardWriter, read_samples, shard_name
 from mtv.errors import MTVError
-from mtv.experts import (BoxFilter, DepthAnything, OracleConfig, Owlv2Boxes, encode_inverse_depth, label_shards,
+from mtv.experts import (BoxFilter, DepthAnything, OracleConfig, Owlv2Boxes, label_shards,
                          licence, load_expert)
 from mtv.experts.boxes import save_tiny_owlv2, tiny_owlv2_processor
 from mtv.experts.command import add_parser

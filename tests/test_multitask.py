@@ -10,9 +10,9 @@ from PIL import Image
 from fixtures import train_tree, write_toy_shards
 from mtv.config import build_config
 from mtv.data.batch import Batch
-from mtv.data.decode import decode_depth, decode_json
+from mtv.data.schema import decode_depth, decode_json, sample_boxes
 from mtv.data.shards import list_shards, read_samples
-from mtv.data.views import ViewDecoder, sample_boxes
+from mtv.data.views import ViewDecoder
 from mtv.errors import MTVError
 from mtv.export import export
 from mtv.models.siglip import build_model, preset_config

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fixtures import write_toy_shards
-from mtv.data.decode import decode_caption, decode_image
+from mtv.data.schema import decode_caption, decode_image
 from mtv.data.shards import ReadStats, list_shards, read_samples
 from mtv.data.stream import Batches, Example, ShardStream, StreamState
 from mtv.errors import MTVError

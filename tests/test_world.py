@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtv.data.decode import decode_depth, decode_image
+from mtv.data.schema import decode_depth, decode_image
 from mtv.data.shards import list_shards, read_samples
 from mtv.errors import MTVError
 from mtv.world import CLASSES, COLOURS, SHAPES, generate_world

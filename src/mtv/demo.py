@@ -39,7 +39,7 @@ def _world(out: Path, n: int, seed: int, preview: Path | None = None) -> None:
 
 def _quickstart_image(val: Path, out: Path) -> tuple[Path, str]:
     """A held-out scene saved as a PNG file, and its class, for the Quick Start to look at."""
-    from mtv.data.decode import decode_image, decode_json
+    from mtv.data.schema import decode_image, decode_json
 
     raw = next(iter(read_samples(list_shards(val))))
     path = out / "quickstart.png"

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from mtv.data.decode import open_image
-from mtv.data.shards import encode_png
+from mtv.data.schema import encode_png
 from mtv.errors import MTVError, SkipSample
 from mtv.eval.features import embed_texts
 from mtv.heads import load_heads, require

@@ -1,13 +1,12 @@
 """Webdataset shards: deterministic writing, listing, and raw reading that counts what it cannot read.
 
 A sample is a dict ``{"__key__": str, ext: bytes, ...}``; extensions may contain dots
-(``view2.depth.png``), keys may not.
+(``view2.depth.png``), keys may not. What each member and JSON field holds is `mtv.data.schema`'s.
 """
 
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 import tarfile
@@ -21,7 +20,6 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 from mtv.errors import MTVError
 
 DATASET_META = "dataset.json"
-IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 
 
 def shard_name(index: int) -> str:
@@ -138,29 +136,3 @@ def read_samples(paths: Iterable[str], stats: ReadStats | None = None) -> Iterat
     stats = ReadStats() if stats is None else stats
     for path in paths:
         yield from iter_shard(path, stats)
-
-
-def sample_json(sample: dict) -> dict:
-    raw = sample.get("json")
-    if raw is None:
-        return {}
-    return json.loads(raw)
-
-
-def image_key(sample: dict) -> str | None:
-    return next((ext for ext in IMAGE_EXTS if ext in sample), None)
-
-
-def encode_json(obj: dict) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
-def encode_png(array) -> bytes:
-    """PNG bytes of a uint8 (H, W[, 3]) or uint16 (H, W) array, without timestamps."""
-    from PIL import Image
-    import numpy as np
-
-    img = Image.fromarray(np.ascontiguousarray(array))  # uint16 (H, W) becomes mode "I;16"
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()

@@ -12,36 +12,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from mtv.data.decode import decode_caption, decode_depth, decode_image, decode_json
 from mtv.data.geometry import hflip, normalize_boxes, resize_depth
 from mtv.data.multicrop import MultiCrop
+from mtv.data.schema import decode_caption, decode_image, decode_json, sample_boxes, sample_inverse_depth
 from mtv.data.stream import Example
 from mtv.data.transforms import Pixels, image_to_tensor, tokenize
 from mtv.errors import SkipSample
 from mtv.losses.grounding import name_id
-
-
-def sample_boxes(meta: dict, min_score: float, max_boxes: int) -> tuple[np.ndarray, list[str]]:
-    """Pseudo-boxes (``mtv label``) above ``min_score``, best first; MTV World's own boxes when unlabelled."""
-    if "pseudo_boxes" in meta:
-        found = [(b.get("score", 1.0), b["box"], b["phrase"]) for b in meta["pseudo_boxes"]]
-    else:
-        found = [(1.0, o["box"], o["phrase"]) for o in meta.get("objects", []) if o.get("box")]
-    found = [f for f in found if f[0] >= min_score and f[1][2] > f[1][0] and f[1][3] > f[1][1]]
-    found = sorted(found, key=lambda f: -f[0])[:max_boxes]
-    return np.array([f[1] for f in found], np.float32).reshape(-1, 4), [f[2] for f in found]
-
-
-def sample_inverse_depth(raw: dict, meta: dict) -> np.ndarray | None:
-    """Relative inverse depth (what Depth Anything predicts); metric depth (MTV World) is inverted."""
-    info = meta.get("depth")
-    if not info or "depth.png" not in raw:
-        return None
-    depth = decode_depth(raw, info, "depth.png")
-    if info.get("type") == "metric":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            depth = np.where(depth > 0, 1.0 / depth, np.nan).astype(np.float32)
-    return depth
 
 
 class ViewDecoder:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from mtv.data.decode import decode_caption, decode_image, decode_json
+from mtv.data.schema import decode_caption, decode_image, decode_json
 from mtv.data.shards import DATASET_META, ReadStats, dataset_meta, list_shards, read_samples
 from mtv.errors import MTVError, SkipSample, writable_dir
 from mtv.eval.features import embed_images, embed_texts, quickstart_logits

@@ -27,7 +27,7 @@ LICENCES = {"depth-anything-v2-small": "Apache-2.0", "depth-anything-v2-base": "
             "owlv2": "Apache-2.0"}
 
 _LAZY = {"BoxFilter": "boxes", "Owlv2Boxes": "boxes", "to_image_pixels": "boxes",
-         "DepthAnything": "depth", "encode_inverse_depth": "depth",
+         "DepthAnything": "depth",
          "OracleConfig": "oracle", "OracleDepth": "oracle", "OracleBoxes": "oracle",
          "PhraseConfig": "phrases", "noun_phrases": "phrases",
          "format_summary": "run", "label_shard_list": "run", "summarise": "run"}

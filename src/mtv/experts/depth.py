@@ -16,27 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtv.data.shards import encode_png
-
-LEVELS = 65535  # uint16; 0 is reserved for invalid pixels
-
-
-def encode_inverse_depth(inv: np.ndarray) -> tuple[bytes, dict]:
-    """PNG bytes and JSON entry for a float inverse-depth map (NaN/inf = invalid).
-
-    Valid values map linearly onto 1..65535 (min → 1, max → 65535), so ``decode_depth`` (value·scale + shift,
-    0 → NaN) recovers them to within (max − min) / 65534.
-    """
-    valid = np.isfinite(inv)
-    q = np.zeros(inv.shape, np.uint16)
-    if not valid.any():
-        return encode_png(q), {"type": "inverse_relative", "scale": 1.0, "shift": 0.0}
-    lo, hi = float(inv[valid].min()), float(inv[valid].max())
-    scale = (hi - lo) / (LEVELS - 1) if hi > lo else 1.0
-    shift = lo - scale
-    q[valid] = np.clip(np.rint((inv[valid] - shift) / scale), 1, LEVELS)
-    return encode_png(q), {"type": "inverse_relative", "scale": scale, "shift": shift}
-
 
 class DepthPrep:
     """Worker-side half: the image processor's resize and normalisation, run where the JPEG was decoded."""

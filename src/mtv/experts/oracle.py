@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtv.data.decode import decode_depth
+from mtv.data.schema import metric_depth
 from mtv.errors import MTVError, SkipSample
 from mtv.experts.boxes import BoxFilter
 
@@ -42,17 +42,6 @@ class OracleConfig:
 
 def _rng(cfg: OracleConfig, sample: dict, stream: int) -> np.random.Generator:
     return np.random.default_rng([cfg.seed, stream, zlib.crc32(sample["__key__"].encode())])
-
-
-def metric_depth(sample: dict, meta: dict) -> np.ndarray:
-    """The renderer's metric z-depth (NaN = invalid), from a world shard or from one labelled already (where
-    labelling moved it to ``depth_metric`` / ``metric.depth.png``)."""
-    entry = meta.get("depth") or {}
-    if entry.get("type") == "metric" and "depth.png" in sample:
-        return decode_depth(sample, entry, "depth.png")
-    if "depth_metric" in meta and "metric.depth.png" in sample:
-        return decode_depth(sample, meta["depth_metric"], "metric.depth.png")
-    raise SkipSample("no_truth_depth")
 
 
 class OracleDepthPrep:

@@ -38,10 +38,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 import mtv
-from mtv.data.decode import decode_caption, decode_image, decode_json
-from mtv.data.shards import DATASET_META, ReadStats, ShardWriter, dataset_meta, encode_json, iter_shard
+from mtv.data.schema import (DEPTH, META, METRIC_DEPTH, decode_caption, decode_image, decode_json, encode_inverse_depth,
+                             encode_json)
+from mtv.data.shards import DATASET_META, ReadStats, ShardWriter, dataset_meta, iter_shard
 from mtv.errors import MTVError, SkipSample
-from mtv.experts.depth import encode_inverse_depth
 
 REPORT = ".report.json"
 SCORE_BINS = 10  # score histogram over [0, 1]
@@ -129,7 +129,7 @@ class OutShard:
                 meta["pseudo_boxes"] = results["boxes"][j]
                 self._count_boxes(meta["pseudo_boxes"])
             meta["labels"] = self.provenance
-            out["json"] = encode_json(meta)
+            out[META] = encode_json(meta)
             self.writer.write(out)
         self.report["labelled"] += len(batch["samples"])
 
@@ -137,9 +137,9 @@ class OutShard:
         if (meta.get("depth") or {}).get("type") != "inverse_relative":  # truth, not an earlier pseudo-label
             if "depth" in meta:
                 meta["depth_metric"] = meta.pop("depth")
-            if "depth.png" in out:
-                out["metric.depth.png"] = out.pop("depth.png")
-        out["depth.png"], entry = encode_inverse_depth(inverse_depth)
+            if DEPTH in out:
+                out[METRIC_DEPTH] = out.pop(DEPTH)
+        out[DEPTH], entry = encode_inverse_depth(inverse_depth)
         meta["depth"] = {**entry, "expert": self.provenance["settings"]["depth"].get("expert")}
 
     def _count_boxes(self, boxes: list[dict]) -> None:

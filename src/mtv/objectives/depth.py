@@ -6,8 +6,6 @@ from typing import Literal, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-
 from transformers import SiglipModel
 
 from mtv.losses.depth import depth_loss

@@ -15,7 +15,7 @@ from transformers import SiglipConfig, SiglipTokenizer
 
 from mtv.config import TrainConfig, dump_config
 from mtv.data.batch import Batch
-from mtv.data.decode import decode_caption
+from mtv.data.schema import decode_caption
 from mtv.data.shards import ReadStats, list_shards, read_samples
 from mtv.data.stream import Batches, ShardStream, StreamState
 from mtv.data.transforms import Pixels

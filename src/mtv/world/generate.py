@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mtv.data.shards import DATASET_META, ShardWriter, encode_json, encode_png, shard_name
+from mtv.data.schema import (CAPTION, DEPTH, META, SEG, VIEW2, VIEW2_DEPTH, VIEW2_SEG, encode_json, encode_metric_depth,
+                             encode_png)
+from mtv.data.shards import DATASET_META, ShardWriter, shard_name
 from mtv.errors import MTVError, writable_dir
 from mtv.world.captions import ZERO_SHOT_TEMPLATES, caption
 from mtv.world.render import SEMANTIC_LABELS, View, render
@@ -33,12 +35,6 @@ def box(mask: np.ndarray) -> list[float] | None:
     if rows.size == 0:
         return None
     return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
-
-
-def encode_depth(depth: np.ndarray) -> bytes:
-    """uint16 PNG of ``round(depth / DEPTH_SCALE)``; 0 marks no surface (NaN)."""
-    q = np.where(np.isnan(depth), 0, np.clip(np.round(np.nan_to_num(depth) / DEPTH_SCALE), 1, 65535))
-    return encode_png(q.astype(np.uint16))
 
 
 def _round(m: np.ndarray) -> list:
@@ -78,10 +74,10 @@ def render_sample(index: int, seed: int, size: int) -> tuple[str, dict, View, Vi
 def make_sample(index: int, seed: int, size: int) -> dict:
     """One webdataset sample: key, caption, annotation, and image, depth and labels of both views."""
     text, meta, v1, v2 = render_sample(index, seed, size)
-    return {"__key__": f"{index:08d}", "txt": text.encode(), "json": encode_json(meta),
-            "png": encode_png(v1.rgb), "depth.png": encode_depth(v1.depth), "seg.png": encode_png(v1.seg),
-            "view2.png": encode_png(v2.rgb), "view2.depth.png": encode_depth(v2.depth),
-            "view2.seg.png": encode_png(v2.seg)}
+    return {"__key__": f"{index:08d}", CAPTION: text.encode(), META: encode_json(meta),
+            "png": encode_png(v1.rgb), DEPTH: encode_metric_depth(v1.depth, DEPTH_SCALE), SEG: encode_png(v1.seg),
+            VIEW2: encode_png(v2.rgb), VIEW2_DEPTH: encode_metric_depth(v2.depth, DEPTH_SCALE),
+            VIEW2_SEG: encode_png(v2.seg)}
 
 
 def _write_shard(job: tuple[str, int, int, int, int, int]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtv.data.decode import decode_depth, decode_image, decode_json
+from mtv.data.schema import decode_depth, decode_image, decode_json
 from mtv.data.shards import read_samples
 from mtv.world.render import SEMANTIC_LABELS
 

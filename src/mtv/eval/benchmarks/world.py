@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtv.data.decode import decode_caption, decode_depth, decode_json
+from mtv.data.schema import decode_caption, decode_json, metric_depth
 from mtv.data.shards import ReadStats, dataset_meta, list_shards, read_samples
 from mtv.errors import SkipSample
 from mtv.eval.benchmarks import Split, read_map
@@ -19,17 +19,6 @@ MATCHES_PER_PAIR = 100
 MIN_KEYPOINT_PIXELS = 12  # smaller main objects give no distinct keypoints
 WORLD_GEO_PROTOCOLS = (MTV, PROBE3D)  # today's corr_geo_recall* first; Probe3D's beside it as corr_geo_p3d_*
 STEP_3D = 0.1  # 3-D thresholds 0.1/0.2/0.5 scene units: a view spans ~5 units at the object (NAVI's ~0.5 m)
-
-
-def metric_depth(sample: dict, info: dict, view2: bool = False) -> np.ndarray:
-    """World metric depth; labelled shards move it to ``depth_metric`` / ``metric.depth.png`` (preferred)."""
-    if view2:
-        return decode_depth(sample, info.get("view2_depth", {}), "view2.depth.png")
-    if "depth_metric" in info and "metric.depth.png" in sample:
-        return decode_depth(sample, info["depth_metric"], "metric.depth.png")
-    if (info.get("depth") or {}).get("type") == "metric":
-        return decode_depth(sample, info["depth"])
-    raise SkipSample("no_metric_depth")
 
 
 def _matrix(x, shape: tuple[int, int]) -> np.ndarray:
