@@ -338,7 +338,7 @@ def test_ibot_term_is_weighted_as_dinov2_when_only_some_global_views_are_masked(
     model, ssl, pixels, local, masks = micro_setup()
     masks[3] = False  # one of the two global-2 views masked; the clean views never are
     out, loc = run_student(model, ssl, pixels, local, masks)
-    terms = ssl(out.pooled, out.tokens, loc, pixels, masks, teacher_temp=0.04)
+    terms = ssl.loss(out.pooled, out.tokens, loc, pixels, masks, teacher_temp=0.04)
     with torch.no_grad():
         teacher = encode_images(ssl.teacher["tower"], pixels)
         targets = sinkhorn_knopp(ssl.teacher["head"](teacher.tokens[masks]), 0.04)
