@@ -76,10 +76,14 @@ def test_suite_markdown_states_probe_settings():
     report = {"model": "m", "suite": "world", "data": "d", "train": "t", "num_samples": {"train": 4, "test": 2},
               "metrics": {"seg_miou": 0.5, "depth_rmse": 1.25}, "chance": {}, "not_run": {"grounding": "no head"},
               "skipped": {"total": 1, "test/depth/no_metric_depth": 1},
-              "config": {"batch_size": 8, "depth": {"seed": 0, "epochs": 10, "crop": "none"}}}
+              "config": {"batch_size": 8, "depth": {"seed": 0, "epochs": 10, "crop": "none"},
+                         "corr_geo": {"pairs": 3, "protocols": {"corr_geo_recall*": {"protocol": "mtv"},
+                                                                "corr_geo_p3d_recall*": {"protocol": "probe3d"}}}}}
     md = render_markdown(report)
     assert "| seg_miou | 50.0% | — |" in md and "| depth_rmse | 1.250 | — |" in md
     assert "- **depth**: seed 0; epochs 10; crop none" in md
+    # each metric prefix's protocol on its own line under its probe
+    assert "- **corr_geo**: pairs 3\n  - `corr_geo_recall*`: protocol mtv\n  - `corr_geo_p3d_recall*`: protocol probe3d" in md
     assert "Not run: **grounding** — no head." in md and "Skipped 1 items: test/depth/no_metric_depth 1" in md
 
 

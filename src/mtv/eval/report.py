@@ -55,8 +55,10 @@ def _render_suite(report: dict) -> list[str]:
     probes = {k: v for k, v in report["config"].items() if isinstance(v, dict) and k != "floor"}
     if probes:
         lines += ["", "## Probe settings", ""]
-        lines += [f"- **{name}**: " + "; ".join(f"{k} {v}" for k, v in cfg.items() if k != "per_class")
-                  for name, cfg in probes.items()]
+        settings = lambda cfg: "; ".join(f"{k} {v}" for k, v in cfg.items())  # noqa: E731
+        for name, cfg in probes.items():
+            lines.append(f"- **{name}**: " + settings({k: v for k, v in cfg.items() if k not in ("per_class", "protocols")}))
+            lines += [f"  - `{prefix}`: {settings(sub)}" for prefix, sub in cfg.get("protocols", {}).items()]
     return lines
 
 
