@@ -31,6 +31,7 @@ class Split:
     labels: list[int] | None = None  # zero-shot class per image, -1 none
     classes: list[str] | None = None
     templates: list[str] | None = None
+    template_set: str | None = None  # where the templates come from (`mtv.eval.zeroshot.template_set`)
     captions: list[list[str]] | None = None
     seg: Callable[[int], np.ndarray] | None = None  # int64 (H, W), IGNORE = -1
     seg_classes: list[str] | None = None
