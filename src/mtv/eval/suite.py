@@ -372,6 +372,7 @@ class WorldData:
     def __init__(self, test: str, train: str | None, max_samples: int | None, seed: int):
         self.test = load_world(test, "test", max_samples, seed, pairs=True)
         self.train = load_world(train, "train", max_samples) if train else None
+        self.missing: dict[str, str] = {}  # a world split is never partly absent
 
     def splits(self, probe: str) -> list[tuple[str, Split | None, Split]]:
         return [("", self.train, self.test)]
@@ -473,6 +474,7 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
             not_run[name] = str(e)
         timings[name] = round(time.perf_counter() - start, 3)
     bar.close()
+    not_run.update(source.missing)
     if not metrics:
         raise MTVError(f"{data}: none of the probes could run ("
                        + "; ".join(f"{k}: {v}" for k, v in list(not_run.items())[:3])

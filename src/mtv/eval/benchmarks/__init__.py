@@ -65,10 +65,14 @@ def read_depth(path: Path, units_per_metre: float) -> np.ndarray:
     return d
 
 
+class MissingData(MTVError):
+    """A benchmark that is not on disk (as opposed to one that is there but malformed)."""
+
+
 def need(path: Path, layout: str) -> Path:
     """``path`` if it exists, else the one-line error that names it and the layout it belongs to."""
     if not path.exists():
-        raise MTVError(f"{path}: not found; expected {layout}")
+        raise MissingData(f"{path}: not found; expected {layout}")
     return path
 
 
