@@ -189,6 +189,7 @@ def test_imagenet_class_folders_and_shipped_names(real_root):
     assert len(names) == 1000 and names[0] == "tench" and names[-1] == "toilet paper"
     split = load_imagenet(real_root)
     assert split.labels == [0, 1, 999] and split.classes == names
+    assert len(split.templates) == 80 and split.template_set == "openai-imagenet-80"
     assert all(open_image(p).mode == "RGB" for p in split.images)  # RGBA and greyscale converted
 
 
@@ -251,7 +252,10 @@ def test_malformed_data_is_a_one_line_error(tmp_path):
         load_kitti(tmp_path)
 
 
-def test_real_suite_runs_every_benchmark_it_finds(eval_model_with_heads, real_root, tmp_path):
+def test_real_suite_runs_every_benchmark_it_finds(eval_model_with_heads, real_root, tmp_path, monkeypatch):
+    # 2 of OpenAI's templates instead of 80: 1000 x 80 prompts would cost the micro model minutes on 2 cores
+    monkeypatch.setattr("mtv.eval.benchmarks.imagenet.openai_imagenet_templates",
+                        lambda: ["a photo of a {}.", "a bad photo of a {}."])
     report = run_suite(eval_model_with_heads, real_root, tmp_path, "real", epochs=1, progress=False)
     m = report["metrics"]
     for key in ("zeroshot_top1", "retrieval_i2t_r1", "seg_miou", "depth_rmse", "corr_geo_recall", "corr_sem_pck",
@@ -263,6 +267,7 @@ def test_real_suite_runs_every_benchmark_it_finds(eval_model_with_heads, real_ro
     # RefCOCO+ is not on disk: the grounding probe runs on the others and names each missing split
     assert set(report["not_run"]) == {f"grounding_refcocoplus_{s}" for s in ("val", "testA", "testB")}
     assert "refcoco+: not found" in report["not_run"]["grounding_refcocoplus_val"]
+    assert report["config"]["zeroshot"]["template_set"] == "openai-imagenet-80"
     assert report["config"]["depth"]["crop"] == "none" and report["config"]["depth_head_kitti"]["crop"] == "garg"
     assert report["skipped"]["kitti-eigen-test/depth/no_ground_truth"] == 1
     # NAVI is scored by Probe3D's protocol alone: corr_geo_recall is its 3-D recall at 2 cm
