@@ -3,6 +3,7 @@
 outside the image, a list row without ground truth) are counted, not fatal; missing data is a one-line error."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from mtv.eval.benchmarks.imagenet import class_names, load_imagenet
 from mtv.eval.benchmarks.kitti import load_kitti
 from mtv.eval.benchmarks.navi import load_navi
 from mtv.eval.benchmarks.nyuv2 import load_nyuv2
+from mtv.eval.benchmarks.refcoco import load_refcoco
 from mtv.eval.benchmarks.spair import load_spair
 from mtv.eval.suite import run_suite
 
@@ -121,12 +123,65 @@ def write_navi(root):
                      "3d_dollhouse_sink/multiview-00-pixel_5/images/001.jpg 5.7\n")
 
 
+def write_refer(root):
+    """RefCOCO (UNC splits) and RefCOCOg (UMD splits) as the refer API reads them; RefCOCO+ is left out. Two
+    COCO images; image 1 holds two refs, one with two sentences; a ref whose annotation is not in
+    instances.json is skipped and counted."""
+    files = {1: "COCO_train2014_000000000001.jpg", 2: "COCO_train2014_000000000002.jpg"}
+    for i, name in files.items():
+        _img(root / "images" / "mscoco" / "images" / "train2014" / name, size=(64, 48))
+    instances = {"images": [{"id": i, "file_name": n, "height": 48, "width": 64} for i, n in files.items()],
+                 "annotations": [{"id": 10, "image_id": 1, "bbox": [4.0, 6.0, 20.0, 10.0], "category_id": 1},
+                                 {"id": 11, "image_id": 1, "bbox": [30.0, 2.0, 30.0, 40.0], "category_id": 1},
+                                 {"id": 12, "image_id": 2, "bbox": [0.0, 0.0, 64.0, 48.0], "category_id": 2}],
+                 "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "dog"}]}
+
+    def ref(rid, ann, image, split, *sents):
+        return {"ref_id": rid, "ann_id": ann, "image_id": image, "split": split, "category_id": 1,
+                "file_name": f"{files[image][:-4]}_{ann}.jpg", "sent_ids": list(range(len(sents))),
+                "sentences": [{"tokens": s.split(), "raw": s.upper(), "sent": s, "sent_id": k}
+                              for k, s in enumerate(sents)]}
+
+    for dataset, split_by, splits in (("refcoco", "unc", ("val", "testA", "testB")),
+                                      ("refcocog", "umd", ("val", "test"))):
+        refs = [ref(1, 10, 1, "val", "man on the left", "left guy"), ref(2, 11, 1, "val", "right man"),
+                ref(3, 99, 2, "val", "no such annotation"), ref(4, 12, 2, "train", "the dog")]
+        refs += [ref(5 + k, 12, 2, s, f"dog in {s}") for k, s in enumerate(splits[1:])]
+        (root / dataset).mkdir(parents=True)
+        with open(root / dataset / f"refs({split_by}).p", "wb") as f:
+            pickle.dump(refs, f, protocol=2)
+        (root / dataset / "instances.json").write_text(json.dumps(instances))
+
+
 @pytest.fixture(scope="module")
 def real_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("benchmarks")
-    for write in (write_imagenet, write_coco, write_ade20k, write_nyu, write_kitti, write_spair, write_navi):
+    for write in (write_imagenet, write_coco, write_ade20k, write_nyu, write_kitti, write_spair, write_navi,
+                  write_refer):
         write(root)
     return root
+
+
+def test_refcoco_queries_are_every_sentence_with_its_refs_xyxy_box(real_root):
+    split = load_refcoco(real_root, "refcoco", "val")
+    assert split.name == "refcoco-val" and split.images == [
+        str(real_root / "images/mscoco/images/train2014/COCO_train2014_000000000001.jpg")]
+    assert split.phrases == [[("man on the left", [4.0, 6.0, 24.0, 16.0]), ("left guy", [4.0, 6.0, 24.0, 16.0]),
+                              ("right man", [30.0, 2.0, 60.0, 42.0])]]
+    assert split.skipped["grounding/no_annotation"] == 1
+    assert load_refcoco(real_root, "refcoco", "testB").phrases == [[("dog in testB", [0.0, 0.0, 64.0, 48.0])]]
+    assert load_refcoco(real_root, "refcocog", "test").phrases == [[("dog in test", [0.0, 0.0, 64.0, 48.0])]]
+    with pytest.raises(MTVError, match="refcocog: no split 'testA'; choose one of val, test"):
+        load_refcoco(real_root, "refcocog", "testA")
+
+
+def test_a_refs_pickle_that_would_build_objects_is_refused(tmp_path):
+    (tmp_path / "images" / "mscoco" / "images" / "train2014").mkdir(parents=True)
+    (tmp_path / "refcoco").mkdir()
+    (tmp_path / "refcoco" / "instances.json").write_text('{"images": [], "annotations": []}')
+    (tmp_path / "refcoco" / "refs(unc).p").write_bytes(pickle.dumps([{"split": "val", "obj": Exception("x")}]))
+    with pytest.raises(MTVError, match=r"refs\(unc\).p: not a refer refs pickle \(refs hold only plain data"):
+        load_refcoco(tmp_path, "refcoco", "val")
 
 
 def test_imagenet_class_folders_and_shipped_names(real_root):
@@ -134,6 +189,7 @@ def test_imagenet_class_folders_and_shipped_names(real_root):
     assert len(names) == 1000 and names[0] == "tench" and names[-1] == "toilet paper"
     split = load_imagenet(real_root)
     assert split.labels == [0, 1, 999] and split.classes == names
+    assert len(split.templates) == 80 and split.template_set == "openai-imagenet-80"
     assert all(open_image(p).mode == "RGB" for p in split.images)  # RGBA and greyscale converted
 
 
@@ -175,7 +231,7 @@ def test_navi_ground_truth_matches_shift_with_the_camera(real_root):
 @pytest.mark.parametrize("loader, expected", [
     (load_imagenet, "imagenet/val"), (load_coco_karpathy, "coco/dataset_coco.json"),
     (load_ade20k, "ADEChallengeData2016"), (load_nyuv2, "nyu"), (load_kitti, "kitti"),
-    (load_spair, "SPair-71k"), (load_navi, "navi")])
+    (load_spair, "SPair-71k"), (load_navi, "navi"), (load_refcoco, "refcoco")])
 def test_missing_data_is_a_one_line_error_naming_the_path(tmp_path, loader, expected):
     with pytest.raises(MTVError) as e:
         loader(tmp_path)
@@ -196,13 +252,22 @@ def test_malformed_data_is_a_one_line_error(tmp_path):
         load_kitti(tmp_path)
 
 
-def test_real_suite_runs_every_benchmark_it_finds(eval_model_with_heads, real_root, tmp_path):
+def test_real_suite_runs_every_benchmark_it_finds(eval_model_with_heads, real_root, tmp_path, monkeypatch):
+    # 2 of OpenAI's templates instead of 80: 1000 x 80 prompts would cost the micro model minutes on 2 cores
+    monkeypatch.setattr("mtv.eval.benchmarks.imagenet.openai_imagenet_templates",
+                        lambda: ["a photo of a {}.", "a bad photo of a {}."])
     report = run_suite(eval_model_with_heads, real_root, tmp_path, "real", epochs=1, progress=False)
     m = report["metrics"]
     for key in ("zeroshot_top1", "retrieval_i2t_r1", "seg_miou", "depth_rmse", "corr_geo_recall", "corr_sem_pck",
                 "depth_head_absrel", "depth_head_kitti_absrel"):
         assert key in m, key
-    assert set(report["not_run"]) == {"grounding"}
+    for key in ("grounding_refcoco_val_acc50", "grounding_refcoco_testA_acc50", "grounding_refcocog_test_acc50"):
+        assert key in m, key
+    assert report["config"]["grounding_refcoco_val"]["queries"] == 3
+    # RefCOCO+ is not on disk: the grounding probe runs on the others and names each missing split
+    assert set(report["not_run"]) == {f"grounding_refcocoplus_{s}" for s in ("val", "testA", "testB")}
+    assert "refcoco+: not found" in report["not_run"]["grounding_refcocoplus_val"]
+    assert report["config"]["zeroshot"]["template_set"] == "openai-imagenet-80"
     assert report["config"]["depth"]["crop"] == "none" and report["config"]["depth_head_kitti"]["crop"] == "garg"
     assert report["skipped"]["kitti-eigen-test/depth/no_ground_truth"] == 1
     # NAVI is scored by Probe3D's protocol alone: corr_geo_recall is its 3-D recall at 2 cm

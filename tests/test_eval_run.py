@@ -11,7 +11,7 @@ from mtv.data.schema import decode_image
 from mtv.data.shards import DATASET_META, list_shards, read_samples
 from mtv.errors import MTVError
 from mtv.eval import evaluate
-from mtv.eval.features import embed_images, embed_texts, quickstart_logits
+from mtv.eval.features import embed_images, embed_texts
 
 KEYS_BAD = ("00000003", "00000010")  # eval_shards' undecodable image and empty caption
 METRICS = ["zeroshot_top1", "zeroshot_top5", "zeroshot_mean_per_class_recall"] + \
@@ -32,15 +32,15 @@ def test_report_json(eval_report, eval_model_dir, eval_shards):
     assert list(report["metrics"]) == METRICS
     assert all(0.0 <= v <= 1.0 for v in report["metrics"].values())
     assert report["chance"]["zeroshot_top1"] == 1 / 8
-    # Toy captions repeat ("a photo of a red square"): each distinct string is one text matching all its images.
+    # Toy captions repeat ("a photo of a red square"): still every sample's caption is its own text (CLIP_benchmark).
     captions = [s["txt"].decode() for s in read_samples(list_shards(eval_shards)) if s["__key__"] not in KEYS_BAD]
-    assert report["num_texts"] == len(set(captions)) < 22
-    assert report["chance"]["retrieval_i2t_r1"] == pytest.approx(1 / len(set(captions)))
-    assert report["chance"]["retrieval_t2i_r1"] == pytest.approx(1 / len(set(captions)))  # mean of (m / 22)
+    assert report["num_texts"] == 22 > len(set(captions))
+    assert report["chance"]["retrieval_i2t_r1"] == pytest.approx(1 / 22)
+    assert report["chance"]["retrieval_t2i_r1"] == pytest.approx(1 / 22)
     assert report["skipped"] == {"total": 2, "bad_image": 1, "empty_caption": 1}
     assert report["not_run"] == {}
     assert report["config"] == {"batch_size": 5, "templates": ["a photo of a {}.", "a rendering of a {}."],
-                                "max_samples": None}
+                                "template_set": "dataset.json", "undefined": {}, "max_samples": None}
     assert set(report["versions"]) == {"mtv", "torch", "transformers", "python"}
 
 
@@ -62,8 +62,8 @@ def test_embedding_path_reproduces_the_quickstart_logits(eval_model_dir, eval_sh
     inputs = processor(text=texts, images=images, padding="max_length", return_tensors="pt")
     with torch.no_grad():
         expected = model(**inputs).logits_per_image
-    ours = quickstart_logits(model, embed_images(model, processor, images, batch_size=2),
-                             embed_texts(model, processor, texts, batch_size=3))
+    cos = embed_images(model, processor, images, batch_size=2) @ embed_texts(model, processor, texts, batch_size=3).T
+    ours = cos * model.logit_scale.detach().exp() + model.logit_bias.detach()
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
 
 

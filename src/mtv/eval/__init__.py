@@ -16,10 +16,10 @@ from tqdm import tqdm
 from mtv.data.schema import decode_caption, decode_image, decode_json
 from mtv.data.shards import DATASET_META, ReadStats, dataset_meta, list_shards, read_samples
 from mtv.errors import MTVError, SkipSample, writable_dir
-from mtv.eval.features import embed_images, embed_texts, quickstart_logits
+from mtv.eval.features import embed_images, embed_texts
 from mtv.eval.report import versions, write_report
 from mtv.eval.retrieval import retrieval_chance, retrieval_recall
-from mtv.eval.zeroshot import (DEFAULT_TEMPLATES, class_embeddings, class_prompts, zeroshot_accuracy,
+from mtv.eval.zeroshot import (class_embeddings, class_prompts, template_set, undefined_ks, zeroshot_accuracy,
                                zeroshot_chance)
 from mtv.models.siglip import load_siglip
 from mtv.models.tokenizer import load_processor
@@ -46,17 +46,17 @@ class Embedded:
     labels: torch.Tensor
 
 
-def _zeroshot_setup(meta: dict, data: str) -> tuple[list[str], list[str]]:
-    """Class names and prompt templates from dataset.json; no classes means zero-shot is not run."""
+def _zeroshot_setup(meta: dict, data: str) -> tuple[list[str], list[str], str]:
+    """Class names, prompt templates and the templates' set name; no classes means zero-shot is not run."""
     where = f"{DATASET_META} beside {data}"
     classes = meta.get("classes") or []
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise MTVError(f"{where}: 'classes' must be a list of class names (index = class_id)")
-    templates = meta.get("templates") or list(DEFAULT_TEMPLATES)
+    templates, source = template_set(meta)
     bad = [t for t in templates if not isinstance(t, str) or "{}" not in t]
     if bad:
         raise MTVError(f"{where}: template {bad[0]!r} has no '{{}}' for the class name; add it or drop the template")
-    return classes, templates
+    return classes, templates, source
 
 
 def _label(info: dict, class_index: dict[str, int]) -> int:
@@ -72,12 +72,12 @@ def _embed_samples(model, processor, paths: list[str], classes: list[str], batch
                    max_samples: int | None, stats: ReadStats, progress: bool) -> Embedded:
     """Decodes and embeds samples batch by batch, so memory holds one batch of images, not the data set.
 
-    Identical caption strings become one text that matches every image carrying it: as separate texts their
-    embeddings would tie exactly, and under the no-credit-for-ties rule a perfect model could not score.
+    Every sample's caption is its own text, as in CLIP_benchmark, even where two captions are the same string
+    (such a string is embedded once and its row repeated).
     """
     class_index = {name: i for i, name in enumerate(classes)}
     text_index: dict[str, int] = {}
-    images, new_texts, image_to_texts, labels, image_chunks, text_chunks = [], [], [], [], [], []
+    images, new_texts, caption_rows, labels, image_chunks, text_chunks = [], [], [], [], [], []
     bar = tqdm(total=max_samples, desc="eval: embedding", unit="sample", disable=not progress)
 
     def flush() -> None:
@@ -97,7 +97,7 @@ def _embed_samples(model, processor, paths: list[str], classes: list[str], batch
             text_index[caption] = len(text_index)
             new_texts.append(caption)
         images.append(image)
-        image_to_texts.append([text_index[caption]])
+        caption_rows.append(text_index[caption])
         labels.append(_label(info, class_index))
         if len(images) == batch_size:
             flush()
@@ -108,7 +108,8 @@ def _embed_samples(model, processor, paths: list[str], classes: list[str], batch
     bar.close()
     if not labels:
         raise MTVError(f"{paths[0]}: no usable samples in the data ({_skipped(stats)}); check the shards decode")
-    return Embedded(torch.cat(image_chunks), torch.cat(text_chunks), image_to_texts, torch.tensor(labels))
+    return Embedded(torch.cat(image_chunks), torch.cat(text_chunks)[caption_rows],
+                    [[i] for i in range(len(labels))], torch.tensor(labels))
 
 
 def _skipped(stats: ReadStats) -> dict[str, int]:
@@ -131,7 +132,7 @@ def score_embeddings(model, processor, emb: Embedded, classes: list[str], templa
         zs = zeroshot_accuracy(emb.image_emb[labelled], class_emb, emb.labels[labelled])
         metrics.update({f"zeroshot_{k}": v for k, v in zs.items()})
         chance.update({f"zeroshot_{k}": v for k, v in zeroshot_chance(len(classes)).items()})
-    sim = quickstart_logits(model, emb.image_emb, emb.text_emb)
+    sim = emb.image_emb @ emb.text_emb.T  # cosine, as CLIP_benchmark ranks (the Quick Start's t·cos + b ranks alike)
     metrics.update({f"retrieval_{k}": v for k, v in retrieval_recall(sim, emb.image_to_texts).items()})
     chance.update({f"retrieval_{k}": v for k, v in retrieval_chance(emb.image_to_texts, sim.shape[1]).items()})
     return metrics, chance, not_run
@@ -146,7 +147,7 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
         raise MTVError(f"eval: batch_size ({batch_size}) and max_samples ({max_samples}) must be at least 1")
     writable_dir(out, "report", "--out directory")  # fail in seconds, not after the embedding pass
     paths = list_shards(data)
-    classes, templates = _zeroshot_setup(dataset_meta(data), data)
+    classes, templates, templates_from = _zeroshot_setup(dataset_meta(data), data)
     model = load_siglip(model_dir)
     processor = load_processor(model_dir)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
@@ -154,14 +155,16 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
     stats = ReadStats()
     emb = _embed_samples(model, processor, paths, classes, batch_size, max_samples, stats, progress)
     metrics, chance, not_run = score_embeddings(model, processor, emb, classes, templates, batch_size)
-    labelled = emb.labels >= 0
+    ran = "zeroshot" not in not_run
 
     report = {
         "model": model_dir, "data": data, "num_samples": len(emb.labels), "num_texts": len(emb.text_emb),
         "num_classes": len(classes),
-        "num_zeroshot_samples": int(labelled.sum()) if "zeroshot" not in not_run else 0,
+        "num_zeroshot_samples": int((emb.labels >= 0).sum()) if ran else 0,
         "metrics": metrics, "chance": chance, "not_run": not_run, "skipped": _skipped(stats),
-        "config": {"batch_size": batch_size, "templates": templates if "zeroshot" not in not_run else None,
+        "config": {"batch_size": batch_size, "templates": templates if ran else None,
+                   "template_set": templates_from if ran else None,
+                   "undefined": {f"zeroshot_{k}": v for k, v in undefined_ks(len(classes)).items()} if ran else {},
                    "max_samples": max_samples},
         "versions": versions(),
     }

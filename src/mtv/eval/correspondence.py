@@ -75,7 +75,7 @@ class GeoTruth:
 @dataclass
 class Pair:
     """Points (M, 2) in pixel-edge (x, y) of image ``a`` and their truth in image ``b``; ``bbox`` is the target
-    object's box (semantic pairs), ``category`` its class."""
+    object's box (semantic pairs), ``category`` its class, ``viewpoint`` SPair's viewpoint-variation bin."""
 
     a: int
     b: int
@@ -84,6 +84,7 @@ class Pair:
     category: str = ""
     bbox: tuple[float, float, float, float] | None = None
     geo: GeoTruth | None = None
+    viewpoint: int | None = None
 
 
 def gt_matches(depth_a: np.ndarray, K_a: np.ndarray, depth_b: np.ndarray, K_b: np.ndarray, a_to_b: np.ndarray,

@@ -44,9 +44,3 @@ def embed_texts(model: SiglipModel, processor: SiglipProcessor, texts: Sequence[
         out.append(F.normalize(pooled.float(), dim=-1).cpu())
     return torch.cat(out) if out else torch.empty(0, model.config.text_config.hidden_size)
 
-
-def quickstart_logits(model: SiglipModel, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-    """``outputs.logits_per_image`` of ``model(**inputs)`` from normalised embeddings: (n_images, n_texts)."""
-    scale = model.logit_scale.detach().float().cpu().exp()
-    bias = model.logit_bias.detach().float().cpu()
-    return image_emb @ text_emb.T * scale + bias

@@ -76,10 +76,12 @@ def recall_at(errors: torch.Tensor, thresholds: Sequence[float]) -> dict[float, 
     return {t: ((e < t).double().mean().item() if e.numel() else 0.0) for t in thresholds}
 
 
-def pck(pred: torch.Tensor, target: torch.Tensor, bbox_size: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
-    """Per-keypoint hit: error below ``alpha`` × the target object's box size (max of width and height).
-    pred, target: (K, 2); bbox_size: () or (K,)."""
-    return (pred - target).norm(dim=-1) <= alpha * bbox_size
+def pck(pred: torch.Tensor, target: torch.Tensor, bbox_size: torch.Tensor, alpha: float = 0.1,
+        strict: bool = False) -> torch.Tensor:
+    """Per-keypoint hit: error at most (``strict``: below, Probe3D's test) ``alpha`` × the target object's box
+    size (max of width and height). pred, target: (K, 2); bbox_size: () or (K,)."""
+    err = (pred - target).norm(dim=-1)
+    return err < alpha * bbox_size if strict else err <= alpha * bbox_size
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

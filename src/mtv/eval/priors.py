@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from mtv.eval.correspondence import Pair, threshold_tag
 from mtv.eval.depth_probe import DepthProtocol, score_depth_maps
-from mtv.eval.metrics import IGNORE, confusion, pck, recall_at, segmentation_scores
+from mtv.eval.keypoints import Convention, hits, pck_metrics
+from mtv.eval.metrics import IGNORE, confusion, recall_at, segmentation_scores
 
 PRIOR_SIDE = 128  # the per-pixel class prior is counted on a grid at most this many pixels on a side
 
@@ -78,13 +79,8 @@ def geo_prior(pairs: Sequence[Pair], sizes_a: Sequence[tuple[int, int]], sizes_b
 
 
 def sem_prior(pairs: Sequence[Pair], sizes_a: Sequence[tuple[int, int]], sizes_b: Sequence[tuple[int, int]],
-              alpha: float) -> dict:
-    """PCK of the identity match, averaged per class and then over classes as the semantic probe is."""
-    per_class: dict[str, list[torch.Tensor]] = {}
-    for p, sa, sb in zip(pairs, sizes_a, sizes_b):
-        x0, y0, x1, y1 = p.bbox
-        hit = pck(_scale_points(p.pts_a, sa, sb), torch.as_tensor(p.pts_b, dtype=torch.float64),
-                  torch.tensor(float(max(x1 - x0, y1 - y0))), alpha)
-        per_class.setdefault(p.category, []).append(hit)
-    by_class = [torch.cat(h).double().mean().item() for h in per_class.values()]
-    return {"corr_sem_pck": sum(by_class) / len(by_class)}
+              alpha: float, convention: Convention = "centre") -> dict:
+    """PCK of the identity match, under the semantic probe's convention and averaging (`mtv.eval.keypoints`)."""
+    per_pair = [hits(_scale_points(p.pts_a, sa, sb).numpy(), p.pts_b, p.bbox, alpha, convention)
+                for p, sa, sb in zip(pairs, sizes_a, sizes_b)]
+    return pck_metrics(per_pair, [p.category for p in pairs], [p.viewpoint for p in pairs])[0]

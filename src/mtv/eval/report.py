@@ -79,7 +79,7 @@ def render_markdown(report: dict) -> str:
 
 def _render_basic(report: dict) -> list[str]:
     lines = [f"# Evaluation of `{report['model']}`", "",
-             f"Data: `{report['data']}` — {report['num_samples']} samples, {report['num_texts']} distinct captions, "
+             f"Data: `{report['data']}` — {report['num_samples']} samples, {report['num_texts']} captions, "
              f"{report['num_classes']} classes.", "",
              "| metric | value | chance |", "|---|---:|---:|"]
     chance = report.get("chance", {})

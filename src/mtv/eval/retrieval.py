@@ -1,8 +1,10 @@
-"""Image-text retrieval recall@k in both directions, many-to-many (COCO has 5 captions per image).
+"""Image-text retrieval recall@k in both directions, as CLIP_benchmark's zero-shot retrieval computes it.
 
-A query hits at k if *any* of its correct matches is in its top k. Ties: a correct match is in the top k only
-if fewer than k *incorrect* candidates score at least as high as it (equal scores never earn credit), the same
-rule as `mtv.eval.zeroshot`.
+Every caption is its own text (COCO has 5 per image; two equal strings are two texts). Text retrieval (``i2t``)
+ranks all texts for each image and hits at k when any of that image's captions is in its top k; image retrieval
+(``t2i``) ranks all images for each text and hits when the text's image is in its top k. The top k is one
+``torch.topk(k)`` per query and k, so equal scores are credited as ``torch.topk`` orders them; k is capped at the
+number of candidates.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ def match_matrix(image_to_texts: Sequence[Sequence[int]], num_texts: int) -> tor
 
 def _recall(sim: torch.Tensor, gt: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
     """Rows are queries, columns candidates."""
-    best = sim.masked_fill(~gt, float("-inf")).max(dim=1, keepdim=True).values
-    wrong_ahead = ((sim >= best) & ~gt).sum(dim=1)
-    return {k: (wrong_ahead < k).double().mean().item() for k in ks}
+    out = {}
+    for k in ks:
+        top = sim.topk(min(k, sim.shape[1]), dim=1, largest=True, sorted=True).indices
+        out[k] = gt.gather(1, top).any(dim=1).double().mean().item()
+    return out
 
 
 def retrieval_recall(sim: torch.Tensor, image_to_texts: Sequence[Sequence[int]],

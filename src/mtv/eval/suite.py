@@ -28,16 +28,18 @@ from mtv.data.decode import open_image
 from mtv.eval.benchmarks import Split
 from mtv.eval.benchmarks.real import RealData
 from mtv.eval.benchmarks.world import load_world
-from mtv.eval.correspondence import (GEO_PROTOCOLS, MTV, PROBE3D, geo_metrics, match, probe3d_metrics,
-                                     score_geo_pair, score_probe3d_pair)
+from mtv.eval.correspondence import (GEO_PROTOCOLS, MTV, PROBE3D, geo_metrics, probe3d_metrics, score_geo_pair,
+                                     score_probe3d_pair)
 from mtv.eval.depth_probe import evaluate_depth_probe, train_depth_probe
 from mtv.eval.features import embed_texts
 from mtv.eval.floor import floor_report_dir, publish, untrained_model
 from mtv.eval.heads import eval_depth_head, eval_grounding
-from mtv.eval.metrics import IGNORE, effective_rank, pck
+from mtv.eval.keypoints import CONVENTIONS, DESCRIPTIONS, Convention, hits, pck_metrics, transfer
+from mtv.eval.metrics import IGNORE, effective_rank
 from mtv.eval.priors import depth_prior, geo_prior, sem_prior, seg_prior
 from mtv.eval.report import versions, write_report
 from mtv.eval.segmentation import ProbeBudget, evaluate_seg, train_linear_seg
+from mtv.eval.zeroshot import undefined_ks
 from mtv.heads import load_heads
 from mtv.models.depth_head import depth_layers
 from mtv.models.siglip import load_siglip
@@ -52,6 +54,7 @@ GEO_HEADLINE = 0.05
 GEO_TAGS = {MTV: "mtv", PROBE3D: "p3d"}  # metric prefix of a protocol that is not its split's first
 SEG_BUDGET = ProbeBudget(seed=0, epochs=20, lr=5e-3, batch_size=32)
 DEPTH_BUDGET = ProbeBudget(seed=0, epochs=10, lr=5e-4, batch_size=8, weight_decay=1e-2)  # Probe3D's AdamW
+SEM_ALPHA = 0.1  # PCK@0.1 of the target box's longer side (SPair-71k, Probe3D)
 TRAIN_LABEL_FACTOR = 4  # probes train on label maps at 4x the patch grid; tests score at full label size
 
 
@@ -141,6 +144,7 @@ class Context:
     seg_budget: ProbeBudget
     depth_budget: ProbeBudget
     prior: dict  # the image-free reference of each dense metric (`mtv.eval.priors`), filled by the probes
+    sem_convention: Convention = "centre"  # keypoint transfer and PCK test of corr_sem (`mtv.eval.keypoints`)
 
 
 def _resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -169,28 +173,36 @@ def _train_size(feats: Features) -> tuple[int, int]:
 
 def probe_zeroshot_retrieval(ctx: Context, test: Split, which: str) -> tuple[dict, dict, dict]:
     """Both go through `score_embeddings`, which computes the two; each call feeds it only its own part (no class
-    list for retrieval, one empty text for zero-shot) so neither pays for the other's text embeddings."""
+    list for retrieval, one empty text for zero-shot) so neither pays for the other's text embeddings. Every
+    caption is its own text (CLIP_benchmark); a string that repeats is embedded once."""
     if which == "retrieval" and not test.captions:
         raise NotRun(f"{test.name} has no captions")
     if which == "zeroshot" and not (test.classes and test.labels):
         raise NotRun(f"{test.name} has no class list")
     feats = ctx.store(test)
     keep = [i for i in range(len(test)) if feats.ok[i] and (which == "zeroshot" or test.captions[i])]
-    texts: dict[str, int] = {"": 0} if which == "zeroshot" else {}
-    image_to_texts = [[0] if which == "zeroshot" else [texts.setdefault(c, len(texts)) for c in test.captions[i]]
-                      for i in keep]
+    texts, image_to_texts = ([""], [[0] for _ in keep]) if which == "zeroshot" else ([], [])
+    for i in keep if which == "retrieval" else []:
+        image_to_texts.append(list(range(len(texts), len(texts) + len(test.captions[i]))))
+        texts += test.captions[i]
+    unique = list(dict.fromkeys(texts))
+    unique_emb = embed_texts(ctx.model, ctx.processor, unique, ctx.batch_size)
+    row = {t: r for r, t in enumerate(unique)}
     labels = torch.tensor([test.labels[i] for i in keep]) if which == "zeroshot" else torch.full((len(keep),), -1)
-    emb = Embedded(feats.pooled[keep], embed_texts(ctx.model, ctx.processor, list(texts), ctx.batch_size),
-                   image_to_texts, labels)
+    emb = Embedded(feats.pooled[keep], unique_emb[[row[t] for t in texts]], image_to_texts, labels)
     classes = test.classes if which == "zeroshot" else []
     metrics, chance, not_run = score_embeddings(ctx.model, ctx.processor, emb, classes, test.templates or [],
                                                 ctx.batch_size)
     if which in not_run:
         raise NotRun(not_run[which])
     mine = lambda d: {k: v for k, v in d.items() if k.startswith(which)}  # noqa: E731
+    if which == "retrieval":
+        return mine(metrics), mine(chance), {"texts": len(texts), "n_test": len(keep),
+                                             "texts_rule": "every caption its own text (CLIP_benchmark)"}
     return mine(metrics), mine(chance), \
-        {"templates": test.templates, "n_test": len(keep)} if which == "zeroshot" else \
-        {"texts": len(texts), "n_test": len(keep)}
+        {"templates": test.templates, "template_set": test.template_set, "n_test": len(keep),
+         "undefined": {f"zeroshot_{k}": v for k, v in undefined_ks(len(classes)).items()},
+         "ties": "credited as torch.topk orders them (CLIP_benchmark)"}
 
 
 def probe_seg(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, dict]:
@@ -285,25 +297,27 @@ def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
     if not test.sem_pairs:
         raise NotRun(f"{test.name} has no keypoint pairs")
     feats = ctx.store(test)
-    per_class: dict[str, list[torch.Tensor]] = {}
-    scored = []
+    scored, per_pair = [], []
     for p in test.sem_pairs:
         if not (feats.ok[p.a] and feats.ok[p.b]):
             test.skipped["corr_sem/bad_image"] += 1
             continue
         scored.append(p)
-        pred = match(_feature_map(feats, p.a), feats.sizes[p.a], p.pts_a, _feature_map(feats, p.b),
-                     feats.sizes[p.b])
-        x0, y0, x1, y1 = p.bbox
-        hit = pck(torch.as_tensor(pred), torch.as_tensor(p.pts_b), torch.tensor(float(max(x1 - x0, y1 - y0))))
-        per_class.setdefault(p.category, []).append(hit)
-    if not per_class:
+        pred = transfer(_feature_map(feats, p.a), feats.sizes[p.a], p.pts_a, _feature_map(feats, p.b),
+                        feats.sizes[p.b], ctx.sem_convention)
+        per_pair.append(hits(pred, p.pts_b, p.bbox, SEM_ALPHA, ctx.sem_convention))
+    if not scored:
         raise NotRun("no pair had both images readable")
-    by_class = {c: torch.cat(h).double().mean().item() for c, h in per_class.items()}
-    ctx.prior.update(sem_prior(scored, [feats.sizes[p.a] for p in scored], [feats.sizes[p.b] for p in scored], 0.1))
-    return {"corr_sem_pck": sum(by_class.values()) / len(by_class)}, {}, \
-        {"pairs": sum(len(h) for h in per_class.values()), "alpha": 0.1, "bbox": "max(w, h) of the target box",
-         "averaging": "per keypoint within a class, then over classes", "per_class": by_class}
+    metrics, per_class = pck_metrics(per_pair, [p.category for p in scored], [p.viewpoint for p in scored])
+    ctx.prior.update(sem_prior(scored, [feats.sizes[p.a] for p in scored], [feats.sizes[p.b] for p in scored],
+                               SEM_ALPHA, ctx.sem_convention))
+    bins = sorted({p.viewpoint for p in scored if p.viewpoint is not None})
+    return metrics, {}, \
+        {"pairs": len(scored), "alpha": SEM_ALPHA, "bbox": "max(w, h) of the target box",
+         "convention": ctx.sem_convention, "matching": DESCRIPTIONS[ctx.sem_convention],
+         "averaging": "per keypoint within a class, then over classes"
+                      + ("; corr_sem_pck_vp<k>: the same within viewpoint_variation bin k" if bins else ""),
+         "per_class": per_class}
 
 
 def probe_depth_head(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
@@ -358,6 +372,7 @@ class WorldData:
     def __init__(self, test: str, train: str | None, max_samples: int | None, seed: int):
         self.test = load_world(test, "test", max_samples, seed, pairs=True)
         self.train = load_world(train, "train", max_samples) if train else None
+        self.missing: dict[str, str] = {}  # a world split is never partly absent
 
     def splits(self, probe: str) -> list[tuple[str, Split | None, Split]]:
         return [("", self.train, self.test)]
@@ -405,17 +420,20 @@ def _floor(model_dir: str, probes: list[str], settings: dict, progress: bool) ->
 def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, suite: str = "world",
               train: str | os.PathLike | None = None, batch_size: int = 64, max_samples: int | None = None,
               cache: bool = True, seed: int = 0, epochs: int | None = None, progress: bool = True,
-              floor: bool | None = None) -> dict:
+              floor: bool | None = None, sem_convention: Convention = "centre") -> dict:
     """Runs the probes of ``suite`` and writes report.json and report.md in ``out``; returns the report.
 
     ``data``: world held-out shards, or the real benchmarks' root; ``train``: world shards the seg and depth
     probes train on. ``epochs`` overrides both probes' budgets (recorded). ``floor`` (default: on world data)
     adds ``metrics_floor``, the same probes on an untrained encoder of the same architecture and init seed.
-    Cheap checks come before features."""
+    ``sem_convention`` picks corr_sem's keypoint convention (`mtv.eval.keypoints`). Cheap checks come before
+    features."""
     model_dir, data, out = str(model_dir), str(data), str(out)
     if batch_size < 1 or (max_samples is not None and max_samples < 1) or (epochs is not None and epochs < 1):
         raise MTVError(f"eval: batch_size ({batch_size}), max_samples ({max_samples}) and epochs ({epochs}) "
                        "must be at least 1")
+    if sem_convention not in CONVENTIONS:
+        raise MTVError(f"eval: --sem-convention {sem_convention!r}: choose one of {', '.join(CONVENTIONS)}")
     preset, probes = parse_probes(suite)
     writable_dir(out, "report", "--out directory")
     if not os.path.exists(data):
@@ -433,7 +451,7 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
     seg_budget, depth_budget = (replace(b, seed=seed, **({"epochs": epochs} if epochs else {}))
                                 for b in (SEG_BUDGET, DEPTH_BUDGET))
     ctx = Context(model, processor, heads, FeatureStore(model, processor, layer_ids, batch_size, cache, progress),
-                  batch_size, progress, seg_budget, depth_budget, {})
+                  batch_size, progress, seg_budget, depth_budget, {}, sem_convention)
 
     metrics, chance, not_run, configs, timings = {}, {}, {}, {}, {}
     bar = tqdm(probes, desc="eval", unit="probe", disable=not progress)
@@ -456,6 +474,7 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
             not_run[name] = str(e)
         timings[name] = round(time.perf_counter() - start, 3)
     bar.close()
+    not_run.update(source.missing)
     if not metrics:
         raise MTVError(f"{data}: none of the probes could run ("
                        + "; ".join(f"{k}: {v}" for k, v in list(not_run.items())[:3])
@@ -470,7 +489,8 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
     metrics_floor, floor_info = {}, None
     if floor:
         settings = {"data": data, "train": str(train) if train else None, "batch_size": batch_size,
-                    "max_samples": max_samples, "cache": cache, "seed": seed, "epochs": epochs}
+                    "max_samples": max_samples, "cache": cache, "seed": seed, "epochs": epochs,
+                    "sem_convention": sem_convention}
         metrics_floor, floor_info = _floor(model_dir, probes, settings, progress)
         metrics_floor = {k: v for k, v in metrics_floor.items() if k in metrics}
 

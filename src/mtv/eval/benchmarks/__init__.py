@@ -31,6 +31,7 @@ class Split:
     labels: list[int] | None = None  # zero-shot class per image, -1 none
     classes: list[str] | None = None
     templates: list[str] | None = None
+    template_set: str | None = None  # where the templates come from (`mtv.eval.zeroshot.template_set`)
     captions: list[list[str]] | None = None
     seg: Callable[[int], np.ndarray] | None = None  # int64 (H, W), IGNORE = -1
     seg_classes: list[str] | None = None
@@ -64,10 +65,14 @@ def read_depth(path: Path, units_per_metre: float) -> np.ndarray:
     return d
 
 
+class MissingData(MTVError):
+    """A benchmark that is not on disk (as opposed to one that is there but malformed)."""
+
+
 def need(path: Path, layout: str) -> Path:
     """``path`` if it exists, else the one-line error that names it and the layout it belongs to."""
     if not path.exists():
-        raise MTVError(f"{path}: not found; expected {layout}")
+        raise MissingData(f"{path}: not found; expected {layout}")
     return path
 
 

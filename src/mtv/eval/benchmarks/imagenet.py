@@ -1,6 +1,8 @@
 """ImageNet-1k val in class folders (``imagenet/val/<wnid>/*.JPEG``, the layout torchvision's ImageFolder reads):
-class i is the i-th wnid in sorted order, named by the CLIP class names shipped in ``imagenet_classes.txt`` (the
-standard OpenAI CLIP list; the wnid order is the standard class order, so no wnid table needs shipping)."""
+class i is the i-th wnid in sorted order, named by OpenAI's CLIP class names shipped in ``imagenet_classes.txt``
+(the list of OpenAI's ImageNet notebook, also CLIP_benchmark's, kept as published: "sunglasses" names both 836
+and 837 and "missile" both 657 and 744; the wnid order is the standard class order, so no wnid table needs
+shipping), prompted with OpenAI's 80 templates."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 
 from mtv.errors import MTVError
 from mtv.eval.benchmarks import Split, image_files, limit, need
-from mtv.eval.zeroshot import DEFAULT_TEMPLATES
+from mtv.eval.zeroshot import OPENAI_IMAGENET, openai_imagenet_templates
 
 LAYOUT = "ImageNet-1k val as <root>/imagenet/val/<wnid>/<image> with 1000 class folders"
 
@@ -26,4 +28,4 @@ def load_imagenet(root: Path, max_samples: int | None = None) -> Split:
     items = [(str(f), c) for c, folder in enumerate(folders) for f in image_files(folder)]
     items = limit(items, max_samples)
     return Split("imagenet-val", [p for p, _ in items], labels=[c for _, c in items], classes=class_names(),
-                 templates=list(DEFAULT_TEMPLATES))
+                 templates=openai_imagenet_templates(), template_set=OPENAI_IMAGENET)

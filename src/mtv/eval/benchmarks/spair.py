@@ -1,6 +1,7 @@
 """SPair-71k test pairs: ``SPair-71k/PairAnnotation/test/*.json`` (``src_imname``, ``trg_imname``, ``category``,
-``src_kps``, ``trg_kps``, ``trg_bndbox``) with images in ``JPEGImages/<category>/``. Keypoint pairs outside either
-image are skipped and counted."""
+``src_kps``, ``trg_kps``, ``trg_bndbox``, ``viewpoint_variation``) with images in ``JPEGImages/<category>/``.
+Keypoint pairs outside either image are skipped and counted; a viewpoint_variation other than 0, 1 or 2 leaves
+the pair out of the viewpoint bins only."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mtv.errors import MTVError
 from mtv.eval.benchmarks import Split, limit, need
 from mtv.eval.correspondence import Pair
 
+VIEWPOINT_BINS = (0, 1, 2)  # SPair's viewpoint_variation: small, medium, large
 LAYOUT = "SPair-71k as <root>/SPair-71k/{PairAnnotation/test/*.json,JPEGImages/<category>/*.jpg}"
 
 
@@ -44,6 +46,7 @@ def load_spair(root: Path, max_samples: int | None = None) -> Split:
             kps_a = np.asarray(a["src_kps"], float).reshape(-1, 2)
             kps_b = np.asarray(a["trg_kps"], float).reshape(-1, 2)
             bbox = tuple(float(v) for v in a["trg_bndbox"])
+            viewpoint = a.get("viewpoint_variation")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             split.skipped["corr_sem/bad_annotation"] += 1
             continue
@@ -56,7 +59,8 @@ def load_spair(root: Path, max_samples: int | None = None) -> Split:
         if not inside.any():
             continue
         ids = [index.setdefault(str(p), len(index)) for p in (src, trg)]
-        pairs.append(Pair(ids[0], ids[1], kps_a[inside], kps_b[inside], category=cat, bbox=bbox))
+        pairs.append(Pair(ids[0], ids[1], kps_a[inside], kps_b[inside], category=cat, bbox=bbox,
+                          viewpoint=viewpoint if viewpoint in VIEWPOINT_BINS else None))
     split.images = list(index)
     split.sem_pairs = pairs
     return split

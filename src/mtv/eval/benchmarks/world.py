@@ -12,7 +12,7 @@ from mtv.eval.benchmarks import Split, read_map
 from mtv.eval.correspondence import MTV, PROBE3D, GeoTruth, Pair, gt_matches, object_keypoints, relative_angle
 from mtv.eval.depth_probe import DepthProtocol
 from mtv.eval.metrics import IGNORE
-from mtv.eval.zeroshot import DEFAULT_TEMPLATES
+from mtv.eval.zeroshot import template_set
 
 PROTOCOL = DepthProtocol(min_depth=1e-3, max_depth=30.0)  # the ground ends at radius 20 around the scene
 MATCHES_PER_PAIR = 100
@@ -58,9 +58,10 @@ def load_world(data: str, name: str, max_samples: int | None = None, seed: int =
         if len(samples) == max_samples:
             break
     index = {c: i for i, c in enumerate(classes)}
+    templates, templates_from = template_set(meta)
     split = Split(name=name, images=[s["png"] for s in samples],
                   labels=[index.get(i.get("class"), -1) for i in infos], classes=classes,
-                  templates=meta.get("templates") or list(DEFAULT_TEMPLATES),
+                  templates=templates, template_set=templates_from,
                   captions=[[s["__caption__"]] for s in samples],
                   phrases=[_phrases(i) for i in infos], depth_protocol=PROTOCOL,
                   seg_classes=labels_names or None)
