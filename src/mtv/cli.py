@@ -9,13 +9,15 @@ import sys
 from mtv.errors import MTVError
 from mtv.eval.command import add_parser as add_eval_parsers
 from mtv.experts.command import add_parser as add_label_parser
+from mtv.words import count
 
 
 def _world(a: argparse.Namespace) -> None:
     from mtv.world import generate_world
 
     s = generate_world(a.out, a.n, a.seed, size=a.size, workers=a.workers, shard_size=a.shard_size, preview=a.preview)
-    print(f"wrote {s['n']} samples in {len(s['shards'])} shards to {a.out} ({s['images_per_s']:.0f} images/s)")
+    print(f"wrote {count(s['n'], 'sample')} in {count(len(s['shards']), 'shard')} to {a.out} "
+          f"({s['images_per_s']:.0f} images/s)")
 
 
 def _train(a: argparse.Namespace) -> None:
@@ -42,7 +44,11 @@ def _predict(a: argparse.Namespace) -> None:
 
     phrases = [p.strip() for p in (a.phrases or "").split(";") if p.strip()]
     result = predict(a.model, a.image, phrases, a.out)
-    print(f"wrote depth{' and ' + str(len(result['boxes'])) + ' boxes' if phrases else ''} to {a.out}")
+    made = (["depth"] if "depth" in result else []) + ([count(len(result["boxes"]), "box", "boxes")]
+                                                        if "boxes" in result else [])
+    print(f"wrote {' and '.join(made)} to {a.out}")
+    for what, why in result["not_predicted"].items():
+        print(f"{what} not predicted: {why}")
 
 
 def _ablate(a: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ from transformers import SiglipConfig, SiglipTokenizer
 
 from mtv.config import TrainConfig, dump_config
 from mtv.data.decode import decode_caption
-from mtv.data.shards import ReadStats, list_shards, read_samples
+from mtv.data.shards import ReadStats, list_shards, read_samples, require_tars
 from mtv.data.stream import Batches, ShardStream, StreamState
 from mtv.data.transforms import Pixels, tokenize
 from mtv.data.views import ViewDecoder
@@ -47,7 +47,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Path(cfg.run_dir)
-    shards = list_shards(cfg.data.train)
+    shards = require_tars(list_shards(cfg.data.train), "data.train")
     ck = _prepare_run_dir(run, resume, d)
     init = init_config(cfg.model.init, cfg.model.image_size) if cfg.model.init else None
     if init is not None:  # the checkpoint's text positions fix the padding length
