@@ -2,6 +2,7 @@
 Depth Anything / OWLv2 models on real photographs, the MTV World oracle, bad input, and kill-and-resume."""
 
 import argparse
+import errno
 import io
 import json
 import os
@@ -496,3 +497,31 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     label_shards(str(tmp_path / "world"), tmp_path / "clean", depth="oracle", boxes="oracle", workers=0,
                  log=lambda *_: None)
     assert tar_bytes(out) == tar_bytes(tmp_path / "clean")
+
+
+@pytest.mark.parametrize("where, code, words", [("shard", errno.ENOSPC, "no space left on device"),
+                                                ("report", errno.EROFS, "read-only file system")])
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch, where, code,
+                                                                         words):
+    import pathlib
+
+    write_world_like_shards(tmp_path / "world", n_shards=2)
+    if where == "shard":
+        def full(self, sample):
+            self._file.write(b"half a sample")
+            raise OSError(code, os.strerror(code))
+        monkeypatch.setattr(ShardWriter, "write", full)
+    else:
+        real = pathlib.Path.write_bytes
+
+        def refuse_reports(self, data):
+            if ".report.json" in self.name:
+                raise OSError(code, os.strerror(code))
+            return real(self, data)
+        monkeypatch.setattr(pathlib.Path, "write_bytes", refuse_reports)
+    with pytest.raises(MTVError) as err:
+        label_shards(str(tmp_path / "world"), tmp_path / "out", depth="oracle", boxes="oracle", workers=0,
+                     log=lambda *_: None)
+    message = str(err.value)
+    assert words in message and str(tmp_path / "out") in message and "\n" not in message
+    assert not list((tmp_path / "out").glob("*.tmp")) and not list((tmp_path / "out").glob("*.tar"))

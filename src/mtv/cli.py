@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     except MTVError as e:
         print(f"mtv {args.verb}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"mtv {args.verb}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # training saves a checkpoint first and says how to resume
+        print(f"mtv {args.verb}: {e or 'interrupted'}", file=sys.stderr)
         return 130
     return 0
 
