@@ -13,6 +13,7 @@ from mtv import __version__
 from mtv.config import TrainConfig
 from mtv.errors import MTVError, writable_dir
 from mtv.heads import build_heads, save_heads
+from mtv.progress import quiet_hf_bars
 from mtv.train import checkpoint
 
 
@@ -28,7 +29,8 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
         tmp.mkdir()
         model = SiglipModel(SiglipConfig.from_dict(state["model_config"]))
         model.load_state_dict(state["model"])
-        model.save_pretrained(tmp)
+        with quiet_hf_bars():
+            model.save_pretrained(tmp)
         save_heads(tmp, _heads(state, model))
         for name, data in state["processor_files"].items():
             (tmp / name).write_bytes(data)

@@ -281,9 +281,9 @@ def label_shard_list(shards: list[str], out: str | os.PathLike, experts: list, d
     loader = DataLoader(ShardBatches(jobs, experts, batch_size), batch_size=None, collate_fn=_as_is,
                         num_workers=workers, prefetch_factor=2 if workers else None, pin_memory=device.type == "cuda",
                         worker_init_fn=init_worker)
-    writer, open_shards, closed, labelled, seen, skipped = Writer(), {}, 0, 0, 0, Counter()
+    writer, open_shards, labelled, seen, skipped = Writer(), {}, 0, 0, Counter()
     start = time.perf_counter()
-    bar = tqdm(total=None, unit="img", desc="mtv label", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(jobs), unit="shard", desc="mtv label", disable=not progress, dynamic_ncols=True)
     try:
         for batch in loader:
             i = batch["shard"]
@@ -294,11 +294,10 @@ def label_shard_list(shards: list[str], out: str | os.PathLike, experts: list, d
             labelled += len(batch["samples"])
             seen += len(batch["samples"]) + len(batch["skipped"])
             skipped.update(s["reason"] for s in batch["skipped"])
-            bar.update(len(batch["samples"]))
+            bar.set_postfix(images=labelled, refresh=False)
             if batch["last"]:
                 writer.submit(open_shards.pop(i).close, batch["read"])
-                closed += 1
-                bar.set_postfix(shards=f"{closed}/{len(jobs)}", refresh=False)
+                bar.update()
                 _check_skip_rate(seen, skipped, max_skip_rate)
         writer.finish()
     except BaseException as e:
