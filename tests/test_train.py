@@ -294,3 +294,20 @@ def test_a_data_train_that_is_not_a_tar_names_the_key_and_the_file(tmp_path):
     (tmp_path / "captions.csv").write_text("url,caption\n")
     with pytest.raises(MTVError, match=r"^data.train: .*captions.csv is not a tar shard"):
         train(build_config(train_tree(tmp_path / "r", tmp_path / "captions.csv")), progress=False)
+
+
+def test_a_second_ctrl_c_interrupts_at_once_and_the_handler_is_restored():
+    import torch
+
+    from mtv.train.interrupt import StopRequest
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequest() as stop:
+        assert not stop.now(1, torch.device("cpu"))
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert stop.now(1, torch.device("cpu"))  # the first only asks the loop to stop after its step
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+    assert signal.getsignal(signal.SIGINT) is before

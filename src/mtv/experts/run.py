@@ -42,7 +42,7 @@ from mtv.atomic import disk_error, is_disk_error, write_text
 from mtv.data.decode import decode_caption, decode_image, decode_json
 from mtv.data.shards import DATASET_META, ReadStats, ShardWriter, dataset_meta, encode_json, iter_shard
 from mtv.data.workers import init_worker
-from mtv.errors import MTVError, SkipSample
+from mtv.errors import MTVError, SkipSample, writable_dir
 from mtv.experts.depth import encode_inverse_depth
 from mtv.words import count
 
@@ -267,8 +267,7 @@ def label_shard_list(shards: list[str], out: str | os.PathLike, experts: list, d
 
     if batch_size < 1 or workers < 0:
         raise MTVError(f"--batch-size must be >= 1 and --workers >= 0 (got {batch_size}, {workers})")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out, "labelled shards", "--out")
     record = provenance(experts, device)
     targets = [out / Path(s).name for s in shards]
     if any(Path(s).resolve() == t.resolve() for s, t in zip(shards, targets)):

@@ -19,15 +19,18 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class StopRequest:
     def __init__(self):
-        self.requested, self._previous = False, None
+        self.requested, self._installed, self._previous = False, False, signal.default_int_handler
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():  # signals can only be caught there
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._installed = True
+            if previous is not None:  # None: a handler not set from Python; the second Ctrl-C then interrupts
+                self._previous = previous
         return self
 
     def __exit__(self, *_) -> None:
-        if self._previous is not None:
+        if self._installed:
             signal.signal(signal.SIGINT, self._previous)
 
     def _on_sigint(self, *_) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mtv.atomic import write_text
 from mtv.data.shards import DATASET_META, ShardWriter, encode_json, encode_png, shard_name
 from mtv.errors import MTVError, writable_dir
 from mtv.world.captions import ZERO_SHOT_TEMPLATES, caption
@@ -159,7 +160,7 @@ def generate_world(out: str | os.PathLike, n: int, seed: int, size: int = 64, wo
     seconds = time.perf_counter() - begin
     names = [shard_name(job[1]) for job in jobs]
     meta = dataset_meta(n, seed, size, shard_size, names)
-    (out / DATASET_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    write_text(out / DATASET_META, json.dumps(meta, indent=2, sort_keys=True))
     if preview is not None:
         from mtv.world.preview import write_preview
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtv.atomic import atomic_path
 from mtv.data.decode import decode_depth, decode_image, decode_json
 from mtv.data.shards import read_samples
 from mtv.world.render import SEMANTIC_LABELS
@@ -63,4 +64,5 @@ def write_preview(shards: list[str], path: str | os.PathLike, count: int = 8) ->
         for ax in row:
             ax.set_axis_off()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, "--preview") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
