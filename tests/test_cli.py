@@ -2,7 +2,6 @@
 progress bars with totals (and none, with their cursor codes, in a log file), no warnings about our own configs."""
 
 import argparse
-import os
 import sys
 
 import pytest
