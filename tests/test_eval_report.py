@@ -1,7 +1,9 @@
 """`mtv report`: several runs overlaid in a radar plot (Figure 1 style) and a side-by-side table; suite reports
 render rmse/absrel as numbers and every other metric as a percentage."""
 
+import errno
 import json
+import os
 
 import pytest
 from PIL import Image
@@ -93,3 +95,20 @@ def test_a_broken_report_is_named(tmp_path, bad):
     (tmp_path / "r" / "report.json").write_text(bad)
     with pytest.raises(Exception, match="not an mtv eval report"):
         compare([str(tmp_path / "r")] * 2, tmp_path / "o")
+
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "no space left on device"),
+                                         (errno.EROFS, "read-only file system")])
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_partial_file(tmp_path, capsys, monkeypatch, code, words):
+    from matplotlib.figure import Figure
+
+    def full(self, path, **kw):
+        open(path, "wb").write(b"\x89PNG half")
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    runs = [_run(tmp_path / "VL", 1.0), _run(tmp_path / "VL+SSL", 1.2)]
+    assert main(["report", *runs, "--out", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err and str(tmp_path / "cmp" / "radar.png") in err
+    assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == ["compare.md"]  # whole, or not there

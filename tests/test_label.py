@@ -2,6 +2,7 @@
 Depth Anything / OWLv2 models on real photographs, the MTV World oracle, bad input, and kill-and-resume."""
 
 import argparse
+import errno
 import io
 import json
 import os
@@ -24,7 +25,7 @@ from mtv.experts import (BoxFilter, DepthAnything, OracleConfig, Owlv2Boxes, lab
 from mtv.experts.boxes import save_tiny_owlv2, tiny_owlv2_processor
 from mtv.experts.command import add_parser
 from mtv.experts.depth import save_tiny_depth_anything
-from mtv.experts.run import report_path
+from mtv.experts.run import report_path, summarise
 
 CPU = torch.device("cpu")
 
@@ -210,15 +211,18 @@ def test_label_photos_with_tiny_experts(tiny, tmp_path, capsys):
              "--max-boxes", "4", "--device", "cpu"])
     text = capsys.readouterr().out
     assert "depth expert:" in text and "licence" in text and "images labelled" in text
-    assert "bad_image 1" in text and "empty_caption 1" in text and "no_caption 1" in text and "too_small 1" in text
+    assert "bad_image 1" in text and "no_caption 1" in text and "too_small 1" in text
+    assert "1 image with an empty caption: depth labelled, no boxes" in text
 
     labelled = samples(out)
     skipped = {s["key"]: s["reason"] for p in sorted(out.glob("*.report.json"))
                for s in json.loads(p.read_text())["skipped"]}
     assert set(labelled) | set(skipped) == set(keys) and not set(labelled) & set(skipped)  # none silently lost
-    assert skipped == {"bad_jpeg": "bad_image", "empty_txt": "empty_caption", "no_txt": "no_caption",
-                       "tiny_img": "too_small"}
+    assert skipped == {"bad_jpeg": "bad_image", "no_txt": "no_caption", "tiny_img": "too_small"}
     source = samples(tmp_path / "in")
+    captionless = json.loads(labelled.pop("empty_txt")["json"])  # depth needs no caption; boxes need phrases
+    assert captionless["depth"]["type"] == "inverse_relative" and captionless["pseudo_boxes"] == []
+    assert json.loads((out / "shard-000000.report.json").read_text())["empty_caption"] == 1
     for key, s in labelled.items():
         assert s["jpg"] == source[key]["jpg"] and s["txt"] == source[key]["txt"]  # originals untouched
         w, h = Image.open(io.BytesIO(s["jpg"])).size
@@ -397,6 +401,70 @@ def test_too_many_bad_samples_stop_the_run(tmp_path):
         label_shards(str(tmp_path / "in"), tmp_path / "in", depth="oracle", boxes="none", workers=0)
 
 
+def test_oracle_on_photos_leaves_no_empty_shard_done(tmp_path, capsys):
+    """Photos have no world truth: every sample is skipped. No 0-sample shard is left as done, so a rerun
+    fails the same way instead of reporting the shard finished."""
+    write_photo_shards(tmp_path / "in", n_shards=1, defects=False)
+    for attempt in range(2):
+        with pytest.raises(MTVError, match="5 of 5 samples skipped .*no_metric_depth 5.*need MTV World shards"):
+            label_shards(str(tmp_path / "in"), tmp_path / "out", depth="oracle", boxes="oracle", workers=0)
+        assert not list((tmp_path / "out").glob("*.tar*"))
+    s = summarise([tmp_path / "out" / shard_name(0)])
+    assert s["shards_done"] == 0 and s["empty_input_shards"] and s["skipped"] == {"no_metric_depth": 5}
+
+
+def test_a_file_that_is_not_a_tar_is_a_one_line_error(tmp_path):
+    (tmp_path / "captions.txt").write_text("a cat\n")
+    with pytest.raises(MTVError, match=r"--in: .*captions.txt is not a tar shard") as err:
+        label_shards(str(tmp_path / "captions.txt"), tmp_path / "out", depth="oracle", boxes="none", workers=0)
+    assert "\n" not in str(err.value)
+
+
+SLOW_WORKERS = """
+import os, sys, time
+from mtv.experts import OracleDepth, label_shards
+
+class SlowOracle(OracleDepth):
+    def __init__(self):
+        super().__init__()
+        prep = self.prep
+        def slow(*args):  # a long decode: the worker is busy, not waiting on the parent
+            open(os.path.join(sys.argv[3], str(os.getpid())), "w").close()
+            time.sleep(20)
+            return prep(*args)
+        self.prep = slow
+
+label_shards(sys.argv[1], sys.argv[2], depth=SlowOracle(), boxes="none", workers=1, batch_size=1)
+"""
+
+
+def test_a_killed_run_leaves_no_worker_running(tmp_path):
+    write_world_like_shards(tmp_path / "world", n_shards=1, per_shard=2)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WORKERS, str(tmp_path / "world"), str(tmp_path / "out"),
+                             str(pids)], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 60
+    while not list(pids.iterdir()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    worker = int(next(pids.iterdir()).name)
+    assert worker != proc.pid  # the prep ran in a DataLoader worker
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 3
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker), "the DataLoader worker outlived its killed parent"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
 SLOW_RUN = """
 import sys, time
 from mtv.experts import OracleDepth, label_shards
@@ -429,3 +497,31 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     label_shards(str(tmp_path / "world"), tmp_path / "clean", depth="oracle", boxes="oracle", workers=0,
                  log=lambda *_: None)
     assert tar_bytes(out) == tar_bytes(tmp_path / "clean")
+
+
+@pytest.mark.parametrize("where, code, words", [("shard", errno.ENOSPC, "no space left on device"),
+                                                ("report", errno.EROFS, "read-only file system")])
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch, where, code,
+                                                                         words):
+    import pathlib
+
+    write_world_like_shards(tmp_path / "world", n_shards=2)
+    if where == "shard":
+        def full(self, sample):
+            self._file.write(b"half a sample")
+            raise OSError(code, os.strerror(code))
+        monkeypatch.setattr(ShardWriter, "write", full)
+    else:
+        real = pathlib.Path.write_bytes
+
+        def refuse_reports(self, data):
+            if ".report.json" in self.name:
+                raise OSError(code, os.strerror(code))
+            return real(self, data)
+        monkeypatch.setattr(pathlib.Path, "write_bytes", refuse_reports)
+    with pytest.raises(MTVError) as err:
+        label_shards(str(tmp_path / "world"), tmp_path / "out", depth="oracle", boxes="oracle", workers=0,
+                     log=lambda *_: None)
+    message = str(err.value)
+    assert words in message and str(tmp_path / "out") in message and "\n" not in message
+    assert not list((tmp_path / "out").glob("*.tmp")) and not list((tmp_path / "out").glob("*.tar"))

@@ -1,5 +1,6 @@
 """Real (micro) training runs: outputs, schedule, skip accounting, kill-and-resume, two processes."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -221,3 +222,92 @@ def test_training_an_objective_on_shards_without_its_labels_says_so_and_stops(tm
     summary = train(build_config(tree), progress=False)
     assert "samples have no depth labels (depth learns from the rest)" in capsys.readouterr().out
     assert summary["labels_missing"]["depth"] == summary["samples_seen"] - summary["samples_skipped"]
+
+
+INTERRUPT_AT = """
+import os, signal, sys
+from mtv import cli
+from mtv.train.logger import MetricsLog
+
+log = MetricsLog.log
+def log_then_interrupt(self, record):  # Ctrl-C right after step N is logged
+    log(self, record)
+    if record["step"] == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGINT)
+MetricsLog.log = log_then_interrupt
+sys.exit(cli.main(["train", "--config", sys.argv[2]]))
+"""
+
+
+def test_sigint_saves_the_step_prints_the_resume_command_and_resumes_exactly(tmp_path, data):
+    tree = train_tree(tmp_path / "stopped", data, steps=8, ckpt_every=100)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(tree))
+    out = subprocess.run([sys.executable, "-c", INTERRUPT_AT, "5", str(tmp_path / "s.yaml")], env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 130, out.stderr[-2000:]
+    saved = tmp_path / "stopped" / "checkpoints" / "step_00000005.pt"
+    resume = f"mtv train --config {tmp_path / 'stopped' / 'config.yaml'} --resume"
+    assert saved.exists() and out.stderr.strip().splitlines()[-1] == (
+        f"mtv train: interrupted at step 5; saved {saved}; resume with: {resume}")
+    assert cli(*resume.split()[1:]).returncode == 0
+    train(build_config(train_tree(tmp_path / "whole", data, steps=8, ckpt_every=100)), progress=False)
+    resumed, whole = read_metrics(tmp_path / "stopped"), read_metrics(tmp_path / "whole")
+    assert [r["step"] for r in resumed] == list(range(1, 9))
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in whole], rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("where, code, words", [("checkpoint", errno.ENOSPC, "no space left on device"),
+                                                ("metrics", errno.EROFS, "read-only file system")])
+def test_a_full_or_read_only_disk_is_one_line_naming_the_file(tmp_path, data, monkeypatch, where, code, words):
+    import torch
+
+    from mtv.train.logger import MetricsLog
+
+    if where == "checkpoint":
+        def failing_save(state, f):
+            f.write(b"PK half a checkpoint")
+            raise OSError(code, os.strerror(code))
+        monkeypatch.setattr(torch, "save", failing_save)
+        name = "step_00000003.pt"
+    else:
+        class Refusing:  # the log file as a disk that went read-only after it was opened
+            def write(self, text):
+                raise OSError(code, os.strerror(code))
+
+            flush = close = lambda self: None
+
+        opened = MetricsLog.__init__
+        def open_then_refuse(self, *args, **kw):
+            opened(self, *args, **kw)
+            self.file.close()
+            self.file = Refusing()
+        monkeypatch.setattr(MetricsLog, "__init__", open_then_refuse)
+        name = "metrics.jsonl"
+    with pytest.raises(MTVError) as err:
+        train(build_config(train_tree(tmp_path / "r", data)), progress=False)
+    message = str(err.value)
+    assert words in message and name in message and "\n" not in message
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_data_train_that_is_not_a_tar_names_the_key_and_the_file(tmp_path):
+    (tmp_path / "captions.csv").write_text("url,caption\n")
+    with pytest.raises(MTVError, match=r"^data.train: .*captions.csv is not a tar shard"):
+        train(build_config(train_tree(tmp_path / "r", tmp_path / "captions.csv")), progress=False)
+
+
+def test_a_second_ctrl_c_interrupts_at_once_and_the_handler_is_restored():
+    import torch
+
+    from mtv.train.interrupt import StopRequest
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequest() as stop:
+        assert not stop.now(1, torch.device("cpu"))
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert stop.now(1, torch.device("cpu"))  # the first only asks the loop to stop after its step
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+    assert signal.getsignal(signal.SIGINT) is before

@@ -212,3 +212,19 @@ def test_bad_arguments_raise_one_line_errors(tmp_path):
     generate_world(tmp_path / "w", 12, 0, size=16, shard_size=4, progress=False)
     with pytest.raises(MTVError, match="would not overwrite"):
         generate_world(tmp_path / "w", 4, 0, size=16, shard_size=4, progress=False)
+
+
+def test_the_preview_keys_each_segmentation_colour_to_its_label():
+    from matplotlib.figure import Figure
+
+    from mtv.world.preview import SEG_COLOURS, seg_key
+    from mtv.world.render import SEMANTIC_LABELS
+
+    seg = np.array([[0, 1], [len(SEMANTIC_LABELS) - 1, 1]], np.uint8)
+    shown = Figure().subplots().imshow(seg, cmap=SEG_COLOURS, vmin=0, vmax=len(SEMANTIC_LABELS) - 1)
+    key = seg_key(shown, seg)
+    assert [p.get_label() for p in key] == [SEMANTIC_LABELS[0], SEMANTIC_LABELS[1], SEMANTIC_LABELS[-1]]
+    drawn = shown.to_rgba(seg, norm=True)  # the colours the picture has
+    for patch, (y, x) in zip(key, [(0, 0), (0, 1), (1, 0)]):
+        assert np.allclose(patch.get_facecolor(), drawn[y, x])
+    assert len({tuple(p.get_facecolor()) for p in key}) == 3

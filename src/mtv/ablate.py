@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from mtv import stats
+from mtv.atomic import write_text
 from mtv.config import TrainConfig, load_config
 from mtv.errors import MTVError
 from mtv.eval.radar import radar, reference_level, table
@@ -171,8 +172,8 @@ def ablate(config: str | os.PathLike, out: str | os.PathLike, overrides: list[st
               "comparisons": _comparisons(runs, design)}
     every_report = [r for by_seed in reports.values() for r in by_seed.values()]
     result |= {key: ref for key, field in REFERENCES.items() if (ref := reference_level(every_report, field))}
-    (out / "ablation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
-    (out / "ablation.md").write_text(_markdown(result, base.eval.data))
+    write_text(out / "ablation.json", json.dumps(result, indent=2, ensure_ascii=False))
+    write_text(out / "ablation.md", _markdown(result, base.eval.data))
     means, spreads = _columns(result["summary"])
     radar(means, out / "ablation.png", spreads=spreads, floor=result.get("floor"))
     print(f"ablation: {out / 'ablation.md'}, {out / 'ablation.png'}")

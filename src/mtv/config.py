@@ -194,8 +194,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 
 def dump_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(cfg.model_dump(mode="json"), f, sort_keys=False)
+    from mtv.atomic import write_text
+
+    write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "run_dir")
 
 
 def describe() -> str:

@@ -14,6 +14,7 @@ from mtv.config import TrainConfig
 from mtv.errors import MTVError, writable_dir
 from mtv.heads import save_heads
 from mtv.objectives.base import registered
+from mtv.progress import quiet_hf_bars
 from mtv.train import checkpoint
 
 
@@ -29,7 +30,8 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
         tmp.mkdir()
         model = SiglipModel(SiglipConfig.from_dict(state["model_config"]))
         model.load_state_dict(state["model"])
-        model.save_pretrained(tmp)
+        with quiet_hf_bars():
+            model.save_pretrained(tmp)
         save_heads(tmp, _heads(state, model))
         for name, data in state["processor_files"].items():
             (tmp / name).write_bytes(data)

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import SiglipModel
@@ -32,8 +33,11 @@ def load_heads(model_dir: str | os.PathLike, model: SiglipModel) -> dict[str, nn
     folder = Path(model_dir)
     if not (folder / CONFIG).exists():
         return {}
-    configs = json.loads((folder / CONFIG).read_text())
-    tensors = load_file(folder / WEIGHTS)
+    try:
+        configs, tensors = json.loads((folder / CONFIG).read_text()), load_file(folder / WEIGHTS)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise MTVError(f"{folder}: {CONFIG} and {WEIGHTS} are not readable together ({str(e).splitlines()[0]}); "
+                       "re-export the checkpoint") from None
     known, heads = registered(), {}
     for name, cfg in configs.items():
         if name not in known:

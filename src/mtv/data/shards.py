@@ -40,18 +40,26 @@ class ShardWriter:
         self._tar.write(sample)
 
     def close(self) -> None:
-        self._tar.close()
-        self._file.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self._tar.close()
+            self._file.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def __enter__(self) -> "ShardWriter":
         return self
 
     def abort(self) -> None:
         """Drops the partial file: the shard's name only ever holds a complete shard."""
-        self._tar.close()
-        self._file.close()
-        self.tmp.unlink(missing_ok=True)
+        try:
+            self._tar.close()
+            self._file.close()
+        except OSError:
+            pass  # the bytes are being thrown away; a full disk may refuse the tar's end blocks
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
     def __exit__(self, exc_type, *_):
         if exc_type is None:
@@ -83,6 +91,17 @@ def list_shards(spec: str | os.PathLike | Iterable[str]) -> list[str]:
     if not os.path.exists(spec):
         raise MTVError(f"{spec}: no such shard file or directory")
     return [spec]
+
+
+def require_tars(paths: list[str], key: str) -> list[str]:
+    """``paths``, each checked to be a tar archive by its header: a text file, a JPEG or a zip passed where shards
+    belong is a one-line error naming ``key`` and the file, not an empty run. (A tar with a corrupt tail
+    passes: reading counts what it loses.)"""
+    for path in paths:
+        if os.path.isfile(path) and not tarfile.is_tarfile(path):
+            raise MTVError(f"{key}: {path} is not a tar shard; pass webdataset .tar shards (a folder, a glob or "
+                           "files), e.g. made by mtv world or img2dataset")
+    return paths
 
 
 def dataset_meta(spec: str | os.PathLike) -> dict:

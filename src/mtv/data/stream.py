@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mtv.data.shards import ReadStats, iter_shard
+from mtv.data.workers import init_worker
 from mtv.errors import MTVError, SkipSample
 
 @dataclass
@@ -151,7 +152,8 @@ class Batches:
         self.dataset, self.state = dataset, dataset.state
         self.state.counts = self.state.counts or Counter()
         self.loader = DataLoader(dataset, batch_size=None, num_workers=workers,
-                                 persistent_workers=False, prefetch_factor=4 if workers else None)
+                                 persistent_workers=False, prefetch_factor=4 if workers else None,
+                                 worker_init_fn=init_worker)
         self._it = iter(self.loader)
 
     def __next__(self) -> dict:

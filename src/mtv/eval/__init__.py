@@ -23,6 +23,7 @@ from mtv.eval.zeroshot import (class_embeddings, class_prompts, template_set, un
                                zeroshot_chance)
 from mtv.models.siglip import load_siglip
 from mtv.models.tokenizer import load_processor
+from mtv.progress import on_terminal
 
 
 def __getattr__(name: str):
@@ -78,7 +79,7 @@ def _embed_samples(model, processor, paths: list[str], classes: list[str], batch
     class_index = {name: i for i, name in enumerate(classes)}
     text_index: dict[str, int] = {}
     images, new_texts, caption_rows, labels, image_chunks, text_chunks = [], [], [], [], [], []
-    bar = tqdm(total=max_samples, desc="eval: embedding", unit="sample", disable=not progress)
+    bar = tqdm(total=max_samples, desc="eval: embedding", unit="sample", disable=not on_terminal(progress))
 
     def flush() -> None:
         image_chunks.append(embed_images(model, processor, images, batch_size))

@@ -40,14 +40,14 @@ def _report(a: argparse.Namespace) -> None:
 
 def add_parser(sub) -> None:
     v = sub.add_parser("eval", help="zero-shot, retrieval and the probe suite on any SiglipModel directory")
-    v.add_argument("--model", required=True)
+    v.add_argument("--model", required=True, help="any SiglipModel directory: an mtv export, Google's SigLIP, ...")
     v.add_argument("--data", required=True,
                    help="held-out world shards, or (with --suite real) the folder holding the real benchmarks")
-    v.add_argument("--out", required=True)
+    v.add_argument("--out", required=True, help="folder for report.json and report.md")
     v.add_argument("--suite", help="world, real, or probes separated by commas: zeroshot, retrieval, seg, depth, "
                                    "corr_geo, corr_sem, depth_head, grounding (default: zero-shot and retrieval)")
     v.add_argument("--train", help="world shards the seg and depth probes train on (e.g. runs/demo/world/train)")
-    v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default %(default)s)")
     v.add_argument("--max-samples", type=int, help="images per split at most")
     v.add_argument("--seed", type=int, default=0, help="probe seed (recorded)")
     v.add_argument("--epochs", type=int, help="override the probes' epoch budgets (recorded)")
@@ -61,5 +61,5 @@ def add_parser(sub) -> None:
 
     r = sub.add_parser("report", help="overlay several eval runs: radar plot + side-by-side table")
     r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories holding report.json")
-    r.add_argument("--out", required=True)
+    r.add_argument("--out", required=True, help="folder for radar.png and compare.md")
     r.set_defaults(fn=_report)

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mtv import stats
-from mtv.errors import MTVError
+from mtv.atomic import atomic_path, write_text
+from mtv.errors import MTVError, writable_dir
 from mtv.eval.report import LOWER_IS_BETTER, REFERENCE_TITLES, format_metric
 
 # metric key -> axis label (benchmark on the first line, task on the second), in the paper's order
@@ -132,8 +133,11 @@ def radar(runs: list[tuple[str, dict]], path: str | os.PathLike, spreads: list[d
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(3, len(runs) + bool(floor)), fontsize=12,
               frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=150, format="png")
+    finally:
+        plt.close(fig)
     return keys
 
 
@@ -161,9 +165,8 @@ def compare(run_dirs: list[str], out: str | os.PathLike) -> dict:
     reports = [report for _, report in named]
     floor = reference_level(reports, "metrics_floor")
     refs = [(title, ref) for field, title in REFERENCE_TITLES.items() if (ref := reference_level(reports, field))]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.md").write_text("# Runs side by side\n\n" + table(runs + refs))
+    out = writable_dir(out, "comparison", "--out")
+    write_text(out / "compare.md", "# Runs side by side\n\n" + table(runs + refs))
     shared = [k for k in AXES if all(k in m for _, m in runs)]
     keys = radar(runs, out / "radar.png", floor=floor) if len(shared) >= 3 else []
     return {"radar": str(out / "radar.png") if keys else None, "table": str(out / "compare.md"), "axes": keys}

@@ -90,8 +90,7 @@ def _render_basic(report: dict) -> list[str]:
 
 
 def write_report(report: dict, out: str | os.PathLike) -> None:
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(render_markdown(report))
+    from mtv.atomic import write_text
+
+    write_text(os.path.join(out, "report.json"), json.dumps(report, indent=2) + "\n")
+    write_text(os.path.join(out, "report.md"), render_markdown(report))

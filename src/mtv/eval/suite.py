@@ -45,6 +45,7 @@ from mtv.models.depth_head import depth_layers
 from mtv.models.siglip import load_siglip
 from mtv.models.tokenizer import load_processor
 from mtv.models.vision import encode_images
+from mtv.progress import on_terminal
 
 PROBES = ("zeroshot", "retrieval", "seg", "depth", "corr_geo", "corr_sem", "depth_head", "grounding")
 NEEDS_HEADS = ("depth_head", "grounding")  # an untrained encoder has no heads: these have no floor
@@ -98,7 +99,7 @@ class FeatureStore:
         vision = self.model.vision_model
         dev = next(self.model.parameters()).device
         rows, sizes, ok = [], [], []  # rows: (pooled, tokens, layers) of the batches' images that opened
-        bar = tqdm(total=len(split), desc=f"features: {split.name}", unit="image", disable=not self.progress,
+        bar = tqdm(total=len(split), desc=f"features: {split.name}", unit="image", disable=not on_terminal(self.progress),
                    leave=False)
         for start in range(0, len(split), self.batch_size):
             images = []
@@ -454,7 +455,7 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
                   batch_size, progress, seg_budget, depth_budget, {}, sem_convention)
 
     metrics, chance, not_run, configs, timings = {}, {}, {}, {}, {}
-    bar = tqdm(probes, desc="eval", unit="probe", disable=not progress)
+    bar = tqdm(probes, desc="eval", unit="probe", disable=not on_terminal(progress))
     for name in bar:
         bar.set_description(f"eval: {name}")
         start = time.perf_counter()

@@ -163,11 +163,11 @@ def label_shards(inputs, out, *, depth=DEFAULT_DEPTH, boxes=DEFAULT_BOXES, phras
     rank that finishes early does not wait for (or time out on) the others — so each returns the summary of its
     own shards; a later run over everything finds all shards done and sums them up.
     """
-    from mtv.data.shards import list_shards
+    from mtv.data.shards import list_shards, require_tars
     from mtv.errors import MTVError
     from mtv.experts.run import label_shard_list
 
-    shards = list_shards(inputs)
+    shards = require_tars(list_shards(inputs), "--in")
     names = [os.path.basename(s) for s in shards]
     if len(set(names)) != len(names):
         raise MTVError("input shards from different folders share file names; label each folder into its own --out")

@@ -20,10 +20,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--depth-expert", default=DEFAULT_DEPTH, help=f"{experts} (default %(default)s)")
     p.add_argument("--box-expert", default=DEFAULT_BOXES, help=f"{experts} (default %(default)s)")
     p.add_argument("--allow-download", action="store_true", help="let transformers download missing expert weights")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the experts run; auto: this rank's GPU when there is one")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast dtype; auto: bf16 (or fp16) on GPU, fp32 on CPU")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="images per expert forward pass (default %(default)s)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes")
     p.add_argument("--shard-index", type=int, default=0, help="this job's part of the shards (with --num-shards)")
     p.add_argument("--num-shards", type=int, default=1, help="parts to split the shards into, e.g. one per node")

@@ -38,10 +38,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 import mtv
+from mtv.atomic import disk_error, is_disk_error, write_text
 from mtv.data.schema import (DEPTH, META, METRIC_DEPTH, decode_caption, decode_image, decode_json, encode_inverse_depth,
                              encode_json)
 from mtv.data.shards import DATASET_META, ReadStats, ShardWriter, dataset_meta, iter_shard
-from mtv.errors import MTVError, SkipSample
+from mtv.data.workers import init_worker
+from mtv.errors import MTVError, SkipSample, writable_dir
+from mtv.words import count
 
 REPORT = ".report.json"
 SCORE_BINS = 10  # score histogram over [0, 1]
@@ -95,16 +98,35 @@ class ShardBatches(IterableDataset):
         yield batch
 
     def _prepare(self, raw: dict) -> tuple[dict, dict]:
+        """Expert payloads of one sample; an empty caption gives boxes None (no phrases to look for), while
+        depth, like SSL, needs no caption."""
         try:
             image = decode_image(raw)
         except Image.DecompressionBombError:
             raise SkipSample("image_too_large") from None
-        caption, meta = decode_caption(raw), decode_json(raw)
+        caption, meta = _caption_or_empty(raw), decode_json(raw)
         if not isinstance(meta, dict):
             raise SkipSample("bad_json")
         if min(image.size) < self.min_side:
             raise SkipSample("too_small")
-        return meta, {kind: prep(raw, image, caption, meta) for kind, prep in self.preps.items()}
+        return meta, {kind: None if kind == "boxes" and not caption else prep(raw, image, caption, meta)
+                      for kind, prep in self.preps.items()}
+
+
+def _caption_or_empty(raw: dict) -> str:
+    try:
+        return decode_caption(raw)
+    except SkipSample as e:
+        if str(e) == "empty_caption":
+            return ""
+        raise
+
+
+def label_batch(expert, payloads: list) -> list:
+    """``expert.label`` over the payloads that are not None (captionless images' boxes), [] for the rest."""
+    todo = [i for i, p in enumerate(payloads) if p is not None]
+    done = dict(zip(todo, expert.label([payloads[i] for i in todo]) if todo else []))
+    return [done.get(i, []) for i in range(len(payloads))]
 
 
 class OutShard:
@@ -114,7 +136,8 @@ class OutShard:
         self.target, self.provenance = target, provenance
         self.writer = ShardWriter(target)
         self.start = time.perf_counter()
-        self.report = {"input": source, "output": target.name, "labelled": 0, "skipped": [], "boxes": 0,
+        self.report = {"input": source, "output": target.name, "labelled": 0, "empty_caption": 0, "skipped": [],
+                       "boxes": 0,
                        "boxes_per_image": Counter(), "score_histogram": [0] * SCORE_BINS, "provenance": provenance}
 
     def add(self, batch: dict, results: dict[str, list]) -> None:
@@ -123,6 +146,8 @@ class OutShard:
             out = {k: v for k, v in raw.items() if not k.startswith("__")}
             out["__key__"] = raw["__key__"]
             meta = dict(batch["meta"][j])
+            if not _caption_or_empty(raw):
+                self.report["empty_caption"] += 1
             if "depth" in results:
                 self._put_depth(out, meta, results["depth"][j])
             if "boxes" in results:
@@ -156,8 +181,16 @@ class OutShard:
             skipped_by_reason=dict(Counter(s["reason"] for s in skipped)),
             boxes_per_image={str(k): v for k, v in sorted(self.report["boxes_per_image"].items())},
             seconds=round(time.perf_counter() - self.start, 3))
-        _write_json_atomic(report_path(self.target), self.report)
-        self.writer.close()
+        try:
+            _write_json_atomic(report_path(self.target), self.report)
+        except BaseException:
+            self.writer.abort()
+            raise
+        if self.report["labelled"]:
+            self.writer.close()
+        else:  # no shard at all, so that a rerun tries it again instead of counting an empty one as done
+            self.writer.abort()
+            self.target.unlink(missing_ok=True)
 
     def abort(self) -> None:
         """Drop the partial file (what a kill would leave, and a rerun would redo anyway)."""
@@ -165,9 +198,7 @@ class OutShard:
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def _git_commit() -> str | None:
@@ -236,8 +267,7 @@ def label_shard_list(shards: list[str], out: str | os.PathLike, experts: list, d
 
     if batch_size < 1 or workers < 0:
         raise MTVError(f"--batch-size must be >= 1 and --workers >= 0 (got {batch_size}, {workers})")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out, "labelled shards", "--out")
     record = provenance(experts, device)
     targets = [out / Path(s).name for s in shards]
     if any(Path(s).resolve() == t.resolve() for s, t in zip(shards, targets)):
@@ -248,33 +278,37 @@ def label_shard_list(shards: list[str], out: str | os.PathLike, experts: list, d
         _write_json_atomic(out / DATASET_META, {**dataset_meta(shards[0]), "labels": record})
     workers = min(workers, len(jobs))
     loader = DataLoader(ShardBatches(jobs, experts, batch_size), batch_size=None, collate_fn=_as_is,
-                        num_workers=workers, prefetch_factor=2 if workers else None, pin_memory=device.type == "cuda")
-    writer, open_shards, closed, labelled, seen, skipped = Writer(), {}, 0, 0, 0, Counter()
+                        num_workers=workers, prefetch_factor=2 if workers else None, pin_memory=device.type == "cuda",
+                        worker_init_fn=init_worker)
+    writer, open_shards, labelled, seen, skipped = Writer(), {}, 0, 0, Counter()
     start = time.perf_counter()
-    bar = tqdm(total=None, unit="img", desc="mtv label", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(jobs), unit="shard", desc="mtv label", disable=not progress, dynamic_ncols=True)
     try:
         for batch in loader:
             i = batch["shard"]
             if i not in open_shards:
                 open_shards[i] = OutShard(shards[i], targets[i], record)
-            results = {e.kind: e.label(batch["payloads"][e.kind]) for e in experts}
+            results = {e.kind: label_batch(e, batch["payloads"][e.kind]) for e in experts}
             writer.submit(open_shards[i].add, batch, results)
             labelled += len(batch["samples"])
             seen += len(batch["samples"]) + len(batch["skipped"])
             skipped.update(s["reason"] for s in batch["skipped"])
-            bar.update(len(batch["samples"]))
+            bar.set_postfix(images=labelled, refresh=False)
             if batch["last"]:
                 writer.submit(open_shards.pop(i).close, batch["read"])
-                closed += 1
-                bar.set_postfix(shards=f"{closed}/{len(jobs)}", refresh=False)
+                bar.update()
                 _check_skip_rate(seen, skipped, max_skip_rate)
         writer.finish()
-    except BaseException:
+    except BaseException as e:
         try:
             writer.finish()  # let queued writes land, so shards closed before the error are complete
+        except OSError:
+            pass  # the disk is full: the error below says so
         finally:
             for shard in open_shards.values():
                 shard.abort()
+        if is_disk_error(e):
+            raise disk_error(e.filename or out, e) from None
         raise
     finally:
         bar.close()
@@ -288,34 +322,40 @@ def _check_skip_rate(seen: int, skipped: Counter, bound: float) -> None:
     total = sum(skipped.values())
     if seen and total / seen > bound:
         reasons = ", ".join(f"{r} {n}" for r, n in skipped.most_common(3))
+        hint = ("the oracle experts need MTV World shards (mtv world), not photos; "
+                if {"no_metric_depth", "no_truth_boxes"} & skipped.keys() else "")
         raise MTVError(f"{total} of {seen} samples skipped ({reasons}), more than --max-skip-rate {bound}; "
-                       "check the input shards (or raise the bound); finished shards are kept")
+                       f"{hint}check the input shards (or raise the bound); finished shards are kept")
 
 
 def summarise(targets: list[Path]) -> dict:
-    """Totals over the reports of ``targets`` that exist, whichever run wrote them."""
-    reports = [json.loads(report_path(t).read_text()) for t in targets if report_path(t).exists()]
-    images = sum(r["labelled"] for r in reports)
+    """Totals over the reports of ``targets`` that exist, whichever run wrote them. A shard of which no sample
+    could be labelled has a report (its skips are counted) but no tar: it is not done."""
+    found = [(t, json.loads(report_path(t).read_text())) for t in targets if report_path(t).exists()]
+    reports, done = [r for _, r in found], [r for t, r in found if t.exists()]
+    empty = [r["input"] for r in reports if not r["labelled"]]
+    images = sum(r["labelled"] for r in done)
     per_image = Counter()
-    for r in reports:
+    for r in done:
         per_image.update({int(k): v for k, v in r["boxes_per_image"].items()})
-    boxes = sum(r["boxes"] for r in reports)
+    boxes = sum(r["boxes"] for r in done)
     return {
-        "shards": len(targets), "shards_done": len(reports),
-        "images": images, "boxes": boxes, "boxes_per_image": boxes / images if images else 0.0,
+        "shards": len(targets), "shards_done": len(done), "empty_input_shards": empty,
+        "images": images, "images_without_caption": sum(r.get("empty_caption", 0) for r in done),
+        "boxes": boxes, "boxes_per_image": boxes / images if images else 0.0,
         "boxes_per_image_histogram": dict(sorted(per_image.items())),
-        "score_histogram": [sum(r["score_histogram"][b] for r in reports) for b in range(SCORE_BINS)],
+        "score_histogram": [sum(r["score_histogram"][b] for r in done) for b in range(SCORE_BINS)],
         "skipped": dict(sum((Counter(r["skipped_by_reason"]) for r in reports), Counter())),
         "corrupt_input_shards": [r["input"] for r in reports if r["input_corrupt"]],
     }
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"{s['images']} images labelled in {s['shards_done']}/{s['shards']} shards; this run: "
-             f"{s['images_labelled_now']} images in {s['shards_labelled_now']} shards, "
+    lines = [f"{count(s['images'], 'image')} labelled in {s['shards_done']}/{count(s['shards'], 'shard')}; this run: "
+             f"{count(s['images_labelled_now'], 'image')} in {count(s['shards_labelled_now'], 'shard')}, "
              f"{s['images_per_s']:.1f} images/s"]
     skipped = sum(s["skipped"].values())
-    lines.append(f"skipped {skipped} samples" + (": " + ", ".join(f"{r} {n}" for r, n in sorted(s["skipped"].items()))
+    lines.append(f"skipped {count(skipped, 'sample')}" + (": " + ", ".join(f"{r} {n}" for r, n in sorted(s["skipped"].items()))
                                                  if skipped else "") + " (keys in each shard's .report.json)")
     if s["boxes"] or s["boxes_per_image_histogram"]:
         counts = " ".join(f"{k}:{n}" for k, n in s["boxes_per_image_histogram"].items())
@@ -325,6 +365,11 @@ def format_summary(s: dict) -> str:
             if n:
                 lines.append(f"  score {b / SCORE_BINS:.1f}-{(b + 1) / SCORE_BINS:.1f} "
                              f"{'#' * math.ceil(30 * n / peak):<30} {n}")
+    if s["images_without_caption"]:
+        lines.append(f"{count(s['images_without_caption'], 'image')} with an empty caption: depth labelled, no boxes")
+    if s["empty_input_shards"]:
+        lines.append(f"no sample of {', '.join(s['empty_input_shards'])} could be labelled: no output shard "
+                     "written (a rerun tries again)")
     if s["corrupt_input_shards"]:
         lines.append(f"input shards with a corrupt tail (labelled up to it): {', '.join(s['corrupt_input_shards'])}")
     return "\n".join(lines)

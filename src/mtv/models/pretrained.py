@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from transformers import SiglipConfig, SiglipModel
 
 from mtv.errors import MTVError
+from mtv.progress import quiet_hf_bars
 
 
 def _reason(e: Exception) -> str:
@@ -49,7 +50,8 @@ def load_init(model: SiglipModel, source: str, skip: Sequence[str] = ()) -> list
     position table is resampled when ``model`` has another resolution); returns the names left as initialised.
     The two must share an architecture (`init_config`)."""
     try:
-        weights = SiglipModel.from_pretrained(source).state_dict()
+        with quiet_hf_bars():
+            weights = SiglipModel.from_pretrained(source).state_dict()
     except (OSError, ValueError) as e:
         raise MTVError(f"model.init: cannot load the weights of {source} ({_reason(e)})") from None
     target = model.state_dict()[POSITIONS]

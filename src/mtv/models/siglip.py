@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 
 import torch
 from transformers import SiglipConfig, SiglipModel
 
 from mtv.errors import MTVError
+from mtv.progress import quiet_hf_bars
+
+
+class _DefaultTextConfigWarning(logging.Filter):
+    """transformers builds its default SiglipTextConfig (vocabulary 32000, bos/eos ids 49406/49407, out of that
+    vocabulary) to diff every SigLIP config it loads or saves, and warns about that default's ids, not ours
+    (ours fit their vocabulary: bos None, eos and pad inside it). Only that warning is dropped."""
+
+    DEFAULT = re.compile(r"(bos|eos)_token_id must be .* \(between 0 and 31999\), got 4940[67]\.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.DEFAULT.search(record.getMessage())
+
+
+logging.getLogger("transformers.configuration_utils").addFilter(_DefaultTextConfigWarning())
 
 # Towers of matching width; `tiny` trains in minutes on a 2-core CPU, `base`/`large` are the paper's sizes.
 PRESETS: dict[str, dict] = {
@@ -69,6 +86,7 @@ def load_siglip(path: str | os.PathLike) -> SiglipModel:
     if kind != "siglip":
         raise MTVError(f"{cfg}: not a SiglipModel config (model_type {kind!r}); give a SigLIP model directory")
     try:
-        return SiglipModel.from_pretrained(path)
+        with quiet_hf_bars():
+            return SiglipModel.from_pretrained(path)
     except Exception as e:  # HF raises many types for a broken checkpoint; the user needs one line, not a trace
         raise MTVError(f"{path}: not a loadable SiglipModel ({type(e).__name__}: {str(e).splitlines()[0]})") from None

@@ -155,6 +155,18 @@ class Grounding(Objective):
         return cxcywh_to_xyxy(boxes.float()).clamp(0.0, 1.0)
 
     @torch.no_grad()
+    def score_boxes(self, patch_tokens: torch.Tensor, grid: tuple[int, int], boxes: torch.Tensor,
+                    entity_emb: torch.Tensor) -> torch.Tensor | None:
+        """(Q,) probabilities, by the region-text head, that each of Q normalised xyxy ``boxes`` shows its phrase
+        (the training loss's sigmoid(t cos + b)); None for a model trained without grounding.region_text."""
+        if not self.cfg.region_text:
+            return None
+        tokens = patch_tokens.reshape(1, *patch_tokens.shape[-2:])
+        regions = F.normalize(self.prompter.regions(tokens, grid, boxes.reshape(1, -1, 4))[0].float(), dim=-1)
+        cos = (regions * F.normalize(entity_emb.float(), dim=-1)).sum(-1)
+        return torch.sigmoid(self.logit_scale.float().exp() * cos + self.logit_bias.float())
+
+    @torch.no_grad()
     def clamp_(self) -> None:
         """Keeps t = exp(t') in [1, max] after each step, like objective 1."""
         if self.cfg.region_text:

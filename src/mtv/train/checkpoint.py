@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from mtv.atomic import atomic_path
 from mtv.errors import MTVError
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
@@ -21,9 +22,10 @@ def save(state: dict, run_dir: str | os.PathLike, step: int, keep: int) -> Path:
     folder = ckpt_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.pt"
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+    # a kill mid-write leaves the previous checkpoint intact; through a Python file a full disk is an OSError
+    # (torch's own writer would raise an opaque RuntimeError), which atomic_path says in words
+    with atomic_path(path, "run_dir") as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
     for old in checkpoints(run_dir)[:-keep]:
         old.unlink()
     return path

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from mtv.atomic import disk_error, write_text
+
 
 class MetricsLog:
     def __init__(self, run_dir: str | os.PathLike, start_step: int, enabled: bool = True):
@@ -22,8 +24,11 @@ class MetricsLog:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:
+            raise disk_error(self.path, e, "run_dir") from None
         for k, v in record.items():
             if k != "step" and isinstance(v, (int, float)):
                 self.tb.add_scalar(k, v, record["step"])
@@ -52,9 +57,7 @@ def _truncate_after(path: Path, step: int) -> None:
     broken = sum(r is None for _, r in records)
     if broken:
         print(f"{path}: dropped {broken} unreadable line{'s' if broken > 1 else ''} (a run cut off mid-write)")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line, r in records if r is not None and r["step"] <= step))
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line, r in records if r is not None and r["step"] <= step), "run_dir")
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:

@@ -13,10 +13,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import SiglipConfig, SiglipTokenizer
 
+from mtv.atomic import disk_error, is_disk_error
 from mtv.config import TrainConfig, dump_config
 from mtv.data.batch import Batch
 from mtv.data.schema import decode_caption
-from mtv.data.shards import ReadStats, list_shards, read_samples
+from mtv.data.shards import ReadStats, list_shards, read_samples, require_tars
 from mtv.data.stream import Batches, ShardStream, StreamState
 from mtv.data.transforms import Pixels
 from mtv.data.views import ViewDecoder
@@ -28,6 +29,7 @@ from mtv.objectives.base import registered
 from mtv.objectives.multitask import MultiTask
 from mtv.train import checkpoint
 from mtv.train.distributed import Dist, gather_objects, mean_over_ranks, setup, teardown
+from mtv.train.interrupt import StopRequest, interrupted
 from mtv.train.lock import run_lock
 from mtv.train.logger import MetricsLog
 from mtv.train.precision import autocast_dtype
@@ -36,19 +38,24 @@ from mtv.train.step import Engine, compiled, train_step
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Trains ``cfg``; Ctrl-C saves a checkpoint at the current step and raises `TrainingInterrupted`."""
     d = setup(cfg.device)
     try:
-        with run_lock(cfg.run_dir, enabled=d.main):
-            return _train(cfg, d, resume, progress)
+        with run_lock(cfg.run_dir, enabled=d.main), StopRequest() as stop:
+            return _train(cfg, d, resume, progress, stop)
+    except OSError as e:  # a full or read-only disk under the run directory (config, processor, logs)
+        if is_disk_error(e):
+            raise disk_error(e.filename or cfg.run_dir, e, "run_dir") from None
+        raise
     finally:
         teardown()
 
 
-def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
+def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRequest) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Path(cfg.run_dir)
-    shards = list_shards(cfg.data.train)
+    shards = require_tars(list_shards(cfg.data.train), "data.train")
     ck = _prepare_run_dir(run, resume, d)
     init = init_config(cfg.model.init, cfg.model.image_size) if cfg.model.init else None
     if init is not None:  # the checkpoint's text positions fix the padding length
@@ -143,8 +150,15 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool) -> dict:
             log.log(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
             t_log, step_log = now, step
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        saved = step % cfg.ckpt_every == 0 or step == cfg.steps
+        if saved:
             _save(cfg, run, step, task, opt, sched, scaler, batches.state, model_cfg, nonfinite, d)
+        if step < cfg.steps and stop.now(d.world_size, d.device):
+            if not saved:
+                _save(cfg, run, step, task, opt, sched, scaler, batches.state, model_cfg, nonfinite, d)
+            bar.close()
+            log.close()
+            raise interrupted(run, step, checkpoint.latest(run))
     bar.close()
     log.close()
     seconds = time.perf_counter() - t_start

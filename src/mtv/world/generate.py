@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mtv.atomic import write_text
 from mtv.data.schema import (CAPTION, DEPTH, META, SEG, VIEW2, VIEW2_DEPTH, VIEW2_SEG, encode_json, encode_metric_depth,
                              encode_png)
 from mtv.data.shards import DATASET_META, ShardWriter, shard_name
@@ -80,13 +81,43 @@ def make_sample(index: int, seed: int, size: int) -> dict:
             VIEW2_SEG: encode_png(v2.seg)}
 
 
-def _write_shard(job: tuple[str, int, int, int, int, int]) -> str:
+_scenes_done = None  # in a pool worker: the shared count of scenes written, for the parent's progress bar
+
+
+def _share_count(counter) -> None:
+    global _scenes_done
+    _scenes_done = counter
+
+
+def _write_shard(job: tuple[str, int, int, int, int, int], tick=None) -> str:
     out, shard, start, stop, seed, size = job
     name = shard_name(shard)
     with ShardWriter(os.path.join(out, name)) as w:
         for i in range(start, stop):
             w.write(make_sample(i, seed, size))
+            if tick is not None:
+                tick()
+            elif _scenes_done is not None:
+                with _scenes_done.get_lock():
+                    _scenes_done.value += 1
     return name
+
+
+def _render(jobs: list, workers: int, bar) -> None:
+    """Writes the shards of ``jobs``, the bar ticking once per scene."""
+    if workers == 1 or len(jobs) == 1:
+        for job in jobs:
+            _write_shard(job, tick=bar.update)
+        return
+    ctx = multiprocessing.get_context("spawn")  # not fork: the parent may hold torch/OpenMP threads
+    counter = ctx.Value("q", 0)
+    with ctx.Pool(min(workers, len(jobs)), initializer=_share_count, initargs=(counter,)) as pool:
+        result = pool.map_async(_write_shard, jobs)
+        while not result.ready():
+            result.wait(0.2)
+            bar.update(counter.value - bar.n)
+        result.get()  # a worker's error, raised here
+    bar.update(counter.value - bar.n)
 
 
 def dataset_meta(n: int, seed: int, size: int, shard_size: int, shards: list[str]) -> dict:
@@ -102,7 +133,7 @@ def _check_args(out: Path, n: int, seed: int, size: int, workers: int, shard_siz
     for name, value, least in (("n", n, 1), ("seed", seed, 0), ("size", size, 16), ("workers", workers, 1),
                                ("shard_size", shard_size, 1)):
         if not isinstance(value, (int, np.integer)) or value < least:
-            raise MTVError(f"mtv world: {name} must be an integer >= {least}, got {value!r}")
+            raise MTVError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r}")
     writable_dir(out, "shards", "--out")
     ours = {shard_name(s) for s in range(-(-n // shard_size))}
     stale = sorted(p.name for p in out.glob("shard-*.tar") if p.name not in ours)
@@ -121,19 +152,12 @@ def generate_world(out: str | os.PathLike, n: int, seed: int, size: int = 64, wo
     jobs = [(str(out), s, start, min(start + shard_size, n), seed, size)
             for s, start in enumerate(range(0, n, shard_size))]
     begin = time.perf_counter()
-    with tqdm(total=len(jobs), unit="shard", desc="mtv world", disable=not progress) as bar:
-        if workers == 1 or len(jobs) == 1:
-            for job in jobs:
-                _write_shard(job)
-                bar.update()
-        else:  # spawn, not fork: the parent may hold torch/OpenMP threads that a forked child must not inherit
-            with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-                for _ in pool.imap_unordered(_write_shard, jobs):
-                    bar.update()
+    with tqdm(total=n, unit="scene", desc="mtv world", disable=not progress) as bar:
+        _render(jobs, workers, bar)
     seconds = time.perf_counter() - begin
     names = [shard_name(job[1]) for job in jobs]
     meta = dataset_meta(n, seed, size, shard_size, names)
-    (out / DATASET_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    write_text(out / DATASET_META, json.dumps(meta, indent=2, sort_keys=True))
     if preview is not None:
         from mtv.world.preview import write_preview
 

@@ -10,9 +10,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mtv.data.schema import decode_depth, decode_image, decode_json
+from mtv.atomic import atomic_path
+from mtv.data.schema import SEG, VIEW2, decode_depth, decode_image, decode_json
 from mtv.data.shards import read_samples
 from mtv.world.render import SEMANTIC_LABELS
+
+
+SEG_COLOURS = "tab10"  # one colour per SEMANTIC_LABELS entry (there are at most 10)
+
+
+def seg_key(shown, seg: np.ndarray) -> list:
+    """Legend patches for the labels present in ``seg``, each in the colour ``shown`` (the AxesImage) gives it."""
+    from matplotlib.patches import Patch
+
+    return [Patch(color=shown.cmap(shown.norm(v)), label=SEMANTIC_LABELS[v]) for v in np.unique(seg)]
 
 
 def write_preview(shards: list[str], path: str | os.PathLike, count: int = 8) -> None:
@@ -38,14 +49,20 @@ def write_preview(shards: list[str], path: str | os.PathLike, count: int = 8) ->
                         bbox={"fc": "black", "alpha": 0.5, "pad": 0.5, "lw": 0})
         row[0].set_title(textwrap.fill(raw["txt"].decode(), 40), fontsize=6)
         depth = decode_depth(raw, meta["depth"])
-        row[1].imshow(np.ma.masked_invalid(depth), cmap="viridis_r", interpolation="nearest")
-        row[1].set_title(f"depth {np.nanmin(depth):.1f}–{np.nanmax(depth):.1f}", fontsize=6)
-        seg = np.asarray(decode_image(raw, "seg.png"))[..., 0]
-        row[2].imshow(seg, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
-        row[2].set_title(", ".join(SEMANTIC_LABELS[v] for v in np.unique(seg)), fontsize=6)
-        row[3].imshow(decode_image(raw, "view2.png"), interpolation="nearest")
+        shown = row[1].imshow(np.ma.masked_invalid(depth), cmap="viridis_r", interpolation="nearest")
+        bar = fig.colorbar(shown, ax=row[1], fraction=0.046, pad=0.02)
+        bar.ax.tick_params(labelsize=5)
+        bar.set_label("metres", fontsize=5)
+        row[1].set_title("depth", fontsize=6)
+        seg = np.asarray(decode_image(raw, SEG))[..., 0]
+        shown = row[2].imshow(seg, cmap=SEG_COLOURS, vmin=0, vmax=len(SEMANTIC_LABELS) - 1, interpolation="nearest")
+        row[2].legend(handles=seg_key(shown, seg), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+                      fontsize=5, frameon=False, handlelength=1, columnspacing=0.8)
+        row[2].set_title("semantic labels", fontsize=6)
+        row[3].imshow(decode_image(raw, VIEW2), interpolation="nearest")
         row[3].set_title("view 2", fontsize=6)
         for ax in row:
             ax.set_axis_off()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, "--preview") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
