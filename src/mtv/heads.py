@@ -54,7 +54,3 @@ def load_heads(model_dir: str | os.PathLike, model: SiglipModel) -> dict[str, nn
     return heads
 
 
-def require(heads: dict[str, nn.Module], name: str, model_dir) -> nn.Module:
-    if name not in heads:
-        raise MTVError(f"{model_dir}: has no {name} head (a plain SigLIP, or trained with {name}.enabled: false)")
-    return heads[name]
