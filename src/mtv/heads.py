@@ -52,5 +52,3 @@ def load_heads(model_dir: str | os.PathLike, model: SiglipModel) -> dict[str, nn
                            f"({str(e).splitlines()[0]}); re-export the checkpoint") from None
         heads[name] = head.eval()
     return heads
-
-

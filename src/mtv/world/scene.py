@@ -85,9 +85,6 @@ class Camera:
         R, t = self.world_to_cam[:3, :3], self.world_to_cam[:3, 3]
         return -R.T @ t
 
-    def to_json(self) -> dict:
-        return {"K": self.K.tolist(), "world_to_cam": self.world_to_cam.tolist()}
-
 
 @dataclass(frozen=True)
 class Scene:
