@@ -5,7 +5,7 @@ earn; a probe at its prior reads position, not content.
 - segmentation: the majority class of each pixel position over the training maps;
 - depth: the mean training depth of each pixel row (a ground plane seen from an orbiting camera is mostly that);
 - geometric and semantic correspondence: the identity match, each point predicted at the same relative position
-  in the other image (views 10–40° apart overlap a lot).
+  in the other image (a floor for the geometric probe: with views 10–40° apart it beat every encoder).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from mtv.world.scene import CLASSES, Camera, sample_cameras, sample_scene
 DEPTH_SCALE = 0.001  # scene units per uint16 step: 1 mm if a unit is a metre; the ground ends well before 65.5
 MIN_MAIN_FRACTION = 0.01  # the main object must cover at least this much of view 1, else the scene is redrawn
 REDRAWS = 8
-WORLD_VERSION = 2  # 2: rolling cameras over wider heights, distances and fields of view
+WORLD_VERSION = 3  # 2: rolling cameras over wider heights, distances and fields of view; 3: second view 30–80° away
 
 
 def box(mask: np.ndarray) -> list[float] | None:
