@@ -28,6 +28,8 @@ from mtv.models.siglip import build_model, preset_config
 from mtv.objectives.multitask import MultiTask
 from mtv.train.distributed import Dist
 from mtv.train.precision import autocast_dtype
+from mtv.train.optim import build_optimizer
+from mtv.train.schedule import ScheduleTable
 from mtv.train.step import Engine, compiled, train_step
 
 BATCH = {"micro": 64, "tiny": 64, "small": 16, "base": 8, "large": 4}
@@ -69,16 +71,16 @@ def step_fn(size: str, objectives: str, precision: str, compile_backend: str | N
     cfg = build_config(tree)
     model = build_model(preset_config(size, vocab_size=VOCAB, text_length=TEXT, pad_id=0, eos_id=1))
     task = MultiTask(model, cfg)
-    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4)
-    batch, plan = synthetic_batch(cfg, task, model.config.vision_config, BATCH[size], torch.Generator().manual_seed(0))
+    opt, rules = build_optimizer(task, cfg)
+    row = ScheduleTable(cfg, task, rules, cfg.optim.lr).row(cfg.optim.warmup_steps)
+    batch, _ = synthetic_batch(cfg, task, model.config.vision_config, BATCH[size], torch.Generator().manual_seed(0))
     dtype = autocast_dtype(precision, torch.device("cpu"))
     forward = compiled(task, compile_backend) if compile_backend else task
-    engine = Engine(task, task, forward, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
-                    torch.amp.GradScaler("cpu", enabled=False), dtype, 1, cfg.optim.grad_clip,
-                    Dist(0, 1, 0, torch.device("cpu")))
+    engine = Engine(task, task, forward, opt, torch.amp.GradScaler("cpu", enabled=False), dtype, 1,
+                    cfg.optim.grad_clip, Dist(0, 1, 0, torch.device("cpu")))
 
     def step():
-        train_step(engine, lambda micro: batch, plan)
+        train_step(engine, lambda micro: batch, row)
 
     return step, BATCH[size], dtype
 
