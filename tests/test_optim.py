@@ -173,11 +173,12 @@ def _ssl_task(ssl: dict):
     build_optimizer(MultiTask(build_model(preset_config("micro", 200, 64, 0, 1)), cfg), cfg)
 
 
-# Recorded on main at 7a6a481 (before the recipe and the fixed-shape forward): three steps of configs/demo.yaml on
-# a 24-scene world at 64 px, batch 8, one thread, on this repository's CPU torch build; "ssl" adds SSL. With
-# grounding off (bf16 autocast, the demo's precision here) the defaults must reproduce them bit for bit. With
-# grounding on, its loss now sums over every box slot with the padding weighted 0, a different summation order:
-# in fp32 the losses agree to 1e-7 (bf16 rounding would amplify that to 0.2 % within a step, so it is checked there).
+# Recorded on main at 7a6a481, and again at 2c2835c (the same), before the recipe and the fixed-shape forward:
+# three steps of configs/demo.yaml on a 24-scene world at 64 px, batch 8, one thread, on this repository's CPU
+# torch build; "ssl" adds SSL. With grounding off (bf16 autocast, the demo's precision here) the defaults must
+# reproduce them bit for bit. With grounding on, its loss now sums over every box slot with the padding weighted
+# 0, a different summation order: in fp32 the losses agree to 1e-7 (bf16 rounding would amplify that to 0.2 %
+# within a step, so it is checked there).
 DEMO_BEFORE = {
     "demo_fp32": [{"loss_box": 6.160292148590088, "loss_depth": 12.15816879272461,
                    "loss_grounding": 11.616209983825684, "loss_vl": 9.52902603149414},
