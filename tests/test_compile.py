@@ -1,7 +1,8 @@
-"""`compile: true`: the same training step through torch.compile gives the eager losses; a backend that cannot
-run is a one-line error naming the key."""
+"""`compile: true`: the same training step through torch.compile gives the eager losses, step after step, in one
+graph; a backend that cannot run is a one-line error naming the key."""
 
 import pytest
+import torch
 
 from fixtures import train_tree
 from mtv.config import build_config
@@ -20,32 +21,43 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, world):
-    """One eager and one compiled step of all four objectives. aot_eager traces the step with dynamo and AOT
-    autograd (the graphs inductor would generate code for) and runs them: on CPU it keeps this test short where
-    inductor's C++ build takes minutes."""
+    """Three eager and three compiled fp32 steps of all four objectives, and the graph breaks dynamo counted while
+    compiling. aot_eager traces the step with dynamo and AOT autograd (the graphs inductor would generate code
+    for) and runs them: on CPU it keeps this test short where inductor's C++ build takes minutes."""
     tmp = tmp_path_factory.mktemp("compile")
-    tree = dict(steps=1, optim={"warmup_steps": 0}, ssl={"n_local": 2, "prototypes": 64, "head_hidden": 32})
+    tree = dict(steps=3, optim={"warmup_steps": 1}, ssl={"n_local": 2, "prototypes": 64, "head_hidden": 32},
+                precision="fp32")  # bf16 rounding differences between the two would grow step by step
     train(build_config(train_tree(tmp / "eager", world, **tree)), progress=False)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     train(build_config(train_tree(tmp / "compiled", world, compile=True, compile_backend="aot_eager", **tree)),
           progress=False)
-    return read_metrics(tmp / "eager")[0], read_metrics(tmp / "compiled")[0]
+    breaks = dict(torch._dynamo.utils.counters["graph_break"])
+    return read_metrics(tmp / "eager"), read_metrics(tmp / "compiled"), breaks
 
 
 @pytest.mark.slow
-def test_compiled_four_objective_step_gives_the_eager_losses(runs):
-    eager, compiled = runs
+def test_compiled_four_objective_steps_give_the_eager_losses(runs):
+    eager, compiled, _ = runs
     every = {"loss_vl", "loss_dino", "loss_ibot", "loss_koleo", "loss_grounding", "loss_box", "loss_depth"}
-    assert every <= set(eager)
-    for key in sorted(k for k in eager if k.startswith("loss")):
-        assert compiled[key] == pytest.approx(eager[key], rel=1e-5), key
+    assert every <= set(eager[0]) and len(eager) == len(compiled) == 3
+    for step, (e, c) in enumerate(zip(eager, compiled), 1):
+        for key in sorted(k for k in e if k.startswith("loss")):
+            assert c[key] == pytest.approx(e[key], rel=5e-5), (step, key)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured: the compiled backward's gradient norm is 0.13 % off eager's at "
-                                       "step 1 (112.898 vs 112.755) while every loss term is equal; not yet traced")
-def test_compiled_four_objective_step_gives_the_eager_gradients(runs):
-    eager, compiled = runs
-    assert compiled["grad_norm"] == pytest.approx(eager["grad_norm"], rel=1e-4)
+def test_the_four_objective_forward_compiles_without_a_graph_break(runs):
+    """Fixed-shape masking (box slots, labelled images, iBOT slots) and no `.any()`/`.item()` branch: before,
+    this forward broke into 28 graphs (`python benchmarks/graph_breaks.py`)."""
+    assert runs[2] == {}
+
+
+@pytest.mark.slow
+def test_compiled_four_objective_steps_give_the_eager_gradients(runs):
+    """In fp32 (under bf16 the compiled gradient norm was measured 0.13 % off eager's at step 1)."""
+    eager, compiled, _ = runs
+    assert [c["grad_norm"] for c in compiled] == pytest.approx([e["grad_norm"] for e in eager], rel=1e-4)
 
 
 def test_a_compile_backend_that_cannot_run_is_a_one_line_error(tmp_path, world):

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import ValidationError
 
-from mtv.data.masking import batch_masks, block_mask, random_block, stratified_ratios
+from mtv.data.masking import batch_masks, block_mask, max_masked_tokens, random_block, stratified_ratios
 from mtv.data.multicrop import MultiCrop, local_crop_size
 from mtv.losses.dino import TeacherCentering, dino_loss, sinkhorn_knopp
-from mtv.losses.ibot import ibot_loss
+from mtv.losses.ibot import ibot_loss, masked_tokens
 from mtv.losses.koleo import koleo_loss
 from mtv.models.siglip import build_model, preset_config
 from mtv.models.ssl_head import SSLHead
@@ -142,9 +142,40 @@ def test_ibot_weights_each_masked_image_equally_and_divides_by_every_maskable_vi
         logp = np.log(np_softmax(student[j].double().numpy() / 0.1))
         per_image.setdefault(r, []).append(-(teacher[j].double().numpy() * logp).sum())
     expected = sum(np.mean(v) for v in per_image.values()) / 4
-    assert ibot_loss(student, teacher, masks, 0.1).item() == pytest.approx(expected, rel=1e-5)
-    empty = torch.zeros(0, k, requires_grad=True)
-    assert ibot_loss(empty, torch.zeros(0, k), torch.zeros(2, 6, dtype=torch.bool)).item() == 0.0
+    index, real = masked_tokens(masks, m)
+    assert real.all() and torch.equal(index, masks.flatten().nonzero()[:, 0])  # x[masks] order
+    assert ibot_loss(student, teacher, masks, index, 0.1).item() == pytest.approx(expected, rel=1e-5)
+    # padded to more slots (fixed shape): the padding weighs nothing, whatever its logits and targets
+    slots, real = masked_tokens(masks, m + 5)
+    assert real.tolist() == [True] * m + [False] * 5
+    padded = ibot_loss(torch.cat([student, torch.randn(5, k)]), torch.cat([teacher, torch.rand(5, k)]), masks, slots)
+    assert padded.item() == pytest.approx(expected, rel=1e-5)
+    # fewer slots than masked tokens: NaN (the step is skipped and reported), never a silently smaller loss
+    short, _ = masked_tokens(masks, m - 1)
+    assert torch.isnan(ibot_loss(student[:-1], teacher[:-1], masks, short))
+    none = torch.zeros(2, 6, dtype=torch.bool)
+    assert ibot_loss(torch.zeros(0, k), torch.zeros(0, k), none, masked_tokens(none, 0)[0]).item() == 0.0
+
+
+def test_padding_rows_take_no_mass_in_either_centring():
+    torch.manual_seed(5)
+    logits, valid = torch.randn(10, 6), torch.tensor([True] * 7 + [False] * 3)
+    padded = sinkhorn_knopp(logits, 0.05, valid=valid)
+    assert torch.allclose(padded[:7], sinkhorn_knopp(logits[:7], 0.05), atol=1e-6)
+    assert (padded[7:] == 0).all()
+    assert (sinkhorn_knopp(logits, 0.05, valid=torch.zeros(10, dtype=torch.bool)) == 0).all()
+    ema = TeacherCentering(6, "ema", momentum=0.9)
+    ema(logits, 0.05, valid)
+    assert torch.allclose(ema.center, 0.1 * logits[:7].mean(0), atol=1e-6)
+
+
+def test_batch_masks_never_mask_more_than_the_slots_the_loss_gathers():
+    for probability, high, batch in ((0.5, 0.5, 8), (1.0, 0.5, 3), (0.3, 0.4, 5), (0.5, 0.5, 1)):
+        bound = max_masked_tokens(batch, 64, probability, high)
+        rng = np.random.default_rng(0)
+        most = max(int(batch_masks(batch, (8, 8), probability, rng, 0.1, high).sum()) for _ in range(300))
+        assert most <= bound, (probability, high, batch)
+    assert max_masked_tokens(8, 64, 0.5, 0.5) == 4 * 32
 
 
 def test_koleo_hand_computed_and_safe_on_duplicates_and_single_images():
@@ -287,7 +318,7 @@ def test_multicrop_shapes_ranges_and_determinism():
 
 def micro_setup(**cfg):
     model = build_model(preset_config("micro", 100, 16, 0, 1))
-    tree = dict(n_local=2, prototypes=16, head_hidden=32, bottleneck=8, **cfg)
+    tree = dict(n_local=2, prototypes=16, head_hidden=32, bottleneck=8, mask_probability=1.0, **cfg)
     ssl = SelfSupervised(model.vision_model, 32, SSLConfig.model_validate(tree))
     torch.manual_seed(9)
     b = 2
@@ -358,7 +389,8 @@ def test_siglip2_variant_and_separate_ibot_head():
     with torch.no_grad():
         teacher = encode_images(ssl.teacher["tower"], pixels[2:])
         targets = sinkhorn_knopp(ssl.teacher["ibot_head"](teacher.tokens[masks[2:]]), 0.04)
-        expected = ibot_loss(ssl.ibot_head(out.tokens[2:][masks[2:]]), targets, masks[2:])
+        index, _ = masked_tokens(masks[2:], int(masks.sum()))
+        expected = ibot_loss(ssl.ibot_head(out.tokens[2:][masks[2:]]), targets, masks[2:], index)
     assert terms["loss_ibot"].item() == pytest.approx(expected.item(), rel=1e-5)
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in ssl.ibot_head.parameters())

@@ -41,8 +41,8 @@ def test_run_writes_logs_checkpoints_and_processor(run):
     for r in records:
         assert {"loss", "loss_vl", "lr", "images_per_s", "samples_seen", "samples_skipped"} <= r.keys()
         assert r["images_per_s"] > 0
-    # the learning rate follows warm-up + cosine, read after each step's scheduler update
-    assert [r["lr"] for r in records] == pytest.approx([1e-3 * warmup_cosine(s, 2, 6) for s in range(1, 7)])
+    # the learning rate each step trained with: warm-up + cosine at its 0-based index
+    assert [r["lr"] for r in records] == pytest.approx([1e-3 * warmup_cosine(s, 2, 6) for s in range(6)])
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_00000003.pt", "step_00000006.pt"]
     assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tensorboard").iterdir())
     assert (run_dir / "processor" / "spiece.model").exists()
@@ -206,8 +206,9 @@ def test_resume_with_a_new_learning_rate_trains_with_it(tmp_path, data, capsys):
     train(build_config(tree), resume=True, progress=False)
     assert "optim lr 0.001 -> 0.0005, weight_decay 0.0001 -> 0.05 from the config" in capsys.readouterr().out
     lrs = [r["lr"] for r in read_metrics(tmp_path / "lr")]
-    assert lrs[:2] == pytest.approx([1e-3 * warmup_cosine(s, 2, 4) for s in (1, 2)])
-    assert lrs[2:] == pytest.approx([5e-4 * warmup_cosine(s, 2, 4) for s in (3, 4)])
+    assert lrs[:2] == pytest.approx([1e-3 * warmup_cosine(s, 2, 4) for s in (0, 1)])
+    assert lrs[2:] == pytest.approx([5e-4 * warmup_cosine(s, 2, 4) for s in (2, 3)])
+    assert [r["weight_decay"] for r in read_metrics(tmp_path / "lr")] == [1e-4, 1e-4, 0.05, 0.05]
     assert yaml.safe_load((tmp_path / "lr" / "config.yaml").read_text())["optim"]["lr"] == 5e-4
 
 

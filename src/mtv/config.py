@@ -7,10 +7,11 @@ one-line errors naming the file and the key.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mtv.errors import MTVError
 from mtv.objectives.base import registered
@@ -53,13 +54,40 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    """AdamW with warm-up + cosine lr and, optionally, DINOv2's recipe (layer_decay 0.9, patch_embed_lr_mult 0.2,
+    weight_decay 0.04 -> weight_decay_end 0.4, lr_scaling sqrt, ssl.freeze_prototypes_steps); the defaults leave
+    every part of it off."""
+
+    lr: float = Field(1e-3, gt=0, description="peak lr (for a global batch of lr_reference_batch when lr_scaling "
+                      "is on)")
+    lr_scaling: Literal["none", "sqrt", "linear"] = Field(
+        "none", description="scale lr by (global batch / lr_reference_batch) or its square root (DINOv2: sqrt)")
+    lr_reference_batch: int = Field(1024, ge=1, description="the global batch optim.lr is meant for")
+    layer_decay: float = Field(1.0, gt=0, le=1, description="vision block j (1-based) of L trains at lr x "
+                               "layer_decay^(L+1-j), the patch/position embeddings and mask token at ^(L+1), the "
+                               "final norm and pooling head at lr, as the text tower and objective heads (DINOv2: 0.9)")
+    patch_embed_lr_mult: float = Field(1.0, ge=0, description="extra lr factor of the patch embedding (DINOv2: 0.2)")
+    weight_decay: float = Field(1e-4, ge=0, description="weight decay (at step 0 when weight_decay_end is set)")
+    weight_decay_end: float | None = Field(None, ge=0, description="cosine from weight_decay to this over the run "
+                                           "(DINOv2: 0.04 -> 0.4); None keeps weight_decay constant")
+    no_weight_decay: list[str] = Field(default_factory=list, description="regexes of parameter names that get no "
+                                       "weight decay besides every tensor under 2-D (biases, norms, scalars, mask "
+                                       "token), e.g. 'position_embedding'")
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = Field(100, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     accum_steps: int = Field(1, ge=1)
+
+    @field_validator("no_weight_decay")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"optim.no_weight_decay: {pattern!r} is not a regular expression ({e})") from None
+        return patterns
 
 
 class EvalConfig(_Section):

@@ -66,3 +66,9 @@ def batch_masks(batch: int, grid: tuple[int, int], probability: float, rng: np.r
     for i, ratio in zip(rng.permutation(batch)[:n], ratios):
         masks[i] = block_mask(grid, round(ratio * masks.shape[1]), rng, min_patches, min_aspect).ravel()
     return torch.from_numpy(masks)
+
+
+def max_masked_tokens(batch: int, patches: int, probability: float, ratio_max: float) -> int:
+    """The most patches `batch_masks` can mask in one batch: ceil(batch x probability) images, each at most
+    round(ratio_max x patches); the fixed number of slots the iBOT loss gathers masked tokens into."""
+    return min(batch * patches, math.ceil(batch * probability) * round(ratio_max * patches))

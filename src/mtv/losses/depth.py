@@ -81,21 +81,25 @@ def gradient_matching(residual: torch.Tensor, mask: torch.Tensor, scales: int = 
 
 def depth_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
                normalisation: str = "lstsq", grad_weight: float = 0.5, scales: int = 4,
-               min_valid_fraction: float = 0.05) -> torch.Tensor:
+               min_valid_fraction: float = 0.05, images: torch.Tensor | None = None) -> torch.Tensor:
     """SSI + ``grad_weight`` x gradient matching, averaged over images with at least ``min_valid_fraction`` of
-    their pixels valid.
+    their pixels valid (and, given ``images`` (B,) bool, only over those marked True).
 
     ``pred`` and ``target`` are (B, H, W) or (B, 1, H, W) inverse depth; ``mask`` defaults to `valid_mask`
-    (target). Computed in fp32. With no usable image the result is a zero that still depends on ``pred``."""
+    (target). Computed in fp32. Every image is computed and the mean weighs the used ones, so the shapes never
+    depend on the data; an unused image is given a stand-in (every pixel valid, target 1) so that its term, and
+    its zero-weighted gradient, stay finite. With no usable image the result is a zero that still depends on
+    ``pred``."""
     if pred.dim() == 4:
         pred, target = pred[:, 0], target[:, 0]
         mask = None if mask is None else mask[:, 0]
     pred, target = pred.float(), target.float()
     mask = valid_mask(target) if mask is None else mask & valid_mask(target)
     used = mask.flatten(1).float().mean(1) >= max(min_valid_fraction, _EPS)
-    if not used.any():
-        return pred.sum() * 0.0
-    pred, target, mask = pred[used], target[used], mask[used]
+    if images is not None:
+        used = used & images.bool()
+    mask = torch.where(used[:, None, None], mask, True)
+    target = torch.where(used[:, None, None], target, 1.0)
     aligned, normed = align(pred, target, mask, normalisation)
     residual = torch.where(mask, aligned - normed, 0.0)
     count = mask.flatten(1).sum(1)
@@ -105,4 +109,4 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
         ssi = residual.square().flatten(1).sum(1) / (2 * count)
     if grad_weight:
         ssi = ssi + grad_weight * gradient_matching(residual, mask, scales)
-    return ssi.mean()
+    return torch.where(used, ssi, 0.0).sum() / used.sum().clamp_min(1)

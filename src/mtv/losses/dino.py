@@ -22,13 +22,17 @@ def _all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sinkhorn_knopp(logits: torch.Tensor, temp: float, iters: int = 3) -> torch.Tensor:
+def sinkhorn_knopp(logits: torch.Tensor, temp: float, iters: int = 3, valid: torch.Tensor | None = None
+                   ) -> torch.Tensor:
     """(n, K) teacher logits -> (n, K) targets whose rows sum to 1 and whose prototypes carry equal mass over the
     batch of all ranks. Only scale-free normalisations are used, so subtracting the global maximum (overflow
-    guard) leaves the result unchanged; ranks may hold different n (iBOT's masked tokens), even 0."""
+    guard) leaves the result unchanged; ranks may hold different n (iBOT's masked tokens), even 0. Rows where
+    ``valid`` (n,) is False are padding: they take no mass and come out as zeros."""
     z = logits.float() / temp
-    top = z.amax() if z.numel() else z.new_tensor(float("-inf"))
-    q = torch.exp(z - _all_reduce(top, dist.ReduceOp.MAX))
+    if valid is not None:
+        z = torch.where(valid[:, None], z, float("-inf"))
+    top = _all_reduce(z.amax() if z.numel() else z.new_tensor(float("-inf")), dist.ReduceOp.MAX)
+    q = torch.exp(z - torch.where(torch.isfinite(top), top, 0.0))
     tiny = torch.finfo(q.dtype).tiny
     for _ in range(iters):
         q = q / _all_reduce(q.sum(0, keepdim=True)).clamp_min(tiny)  # each prototype: equal mass
@@ -46,13 +50,17 @@ class TeacherCentering(nn.Module):
         self.register_buffer("center", torch.zeros(prototypes))
 
     @torch.no_grad()
-    def forward(self, logits: torch.Tensor, temp: float) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, temp: float, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Targets of (n, K) ``logits``; rows where ``valid`` (n,) is False are padding and move no centre."""
         if self.mode == "sinkhorn":
-            return sinkhorn_knopp(logits, temp, self.iters)
+            return sinkhorn_knopp(logits, temp, self.iters, valid)
         logits = logits.float()
         targets = F.softmax((logits - self.center) / temp, dim=-1)
-        total = _all_reduce(logits.sum(0))
-        count = _all_reduce(logits.new_tensor(float(logits.shape[0])))
+        if valid is None:
+            total, count = logits.sum(0), logits.new_tensor(float(logits.shape[0]))
+        else:
+            total, count = torch.where(valid[:, None], logits, 0.0).sum(0), valid.sum().float()
+        total, count = _all_reduce(total), _all_reduce(count)
         # The centre moves only when some rank had rows; it is applied from the next step on, as in DINO.
         self.center.lerp_(total / count.clamp_min(1), (1 - self.momentum) * (count > 0).float())
         return targets

@@ -25,8 +25,9 @@ def name_id(phrase: str) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
-def _gather(entities: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entities and ids of every rank, in rank order. Ranks hold different numbers of boxes, so each pads to the
+def _gather(entities: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Entities, ids and validity of every rank, in rank order. Ranks hold different numbers of boxes, so each pads to the
     largest count first; the gather of embeddings is differentiable, so each rank's loss sends gradients back to
     the rank that owns the entity."""
     world = dist.get_world_size()
@@ -36,7 +37,7 @@ def _gather(entities: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, to
     counts = [int(c) for c in counts]
     most = max(counts)
     if most == 0:
-        return entities, ids
+        return entities, ids, valid
     if torch.is_grad_enabled() and not entities.requires_grad:
         # the gather's backward is a collective too: a rank whose entities carry no grad would skip it and hang
         # the others
@@ -45,36 +46,44 @@ def _gather(entities: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, to
     all_entities = all_gather_with_grad(F.pad(entities, (0, 0, 0, pad))).split(most)
     all_ids = [torch.zeros(most, dtype=ids.dtype, device=ids.device) for _ in range(world)]
     dist.all_gather(all_ids, F.pad(ids, (0, pad)))
+    all_valid = [torch.zeros(most, dtype=torch.uint8, device=valid.device) for _ in range(world)]
+    dist.all_gather(all_valid, F.pad(valid.to(torch.uint8), (0, pad)))  # gloo has no bool collectives
     return (torch.cat([e[:c] for e, c in zip(all_entities, counts)]),
-            torch.cat([i[:c] for i, c in zip(all_ids, counts)]))
+            torch.cat([i[:c] for i, c in zip(all_ids, counts)]),
+            torch.cat([v[:c] for v, c in zip(all_valid, counts)]).bool())
 
 
 def region_text_loss(regions: torch.Tensor, entities: torch.Tensor, ids: torch.Tensor, scale: torch.Tensor,
-                     bias: torch.Tensor, gather: bool = True) -> torch.Tensor:
+                     bias: torch.Tensor, gather: bool = True, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Sigmoid loss over all (region, entity) pairs of the global batch, divided by the local region count.
 
     ``regions`` and ``entities`` are (Q, E) L2-normalised, row q of each from the same box; ``ids`` (Q,) int64
-    name ids. A pair is positive (z = +1) when the names are equal, so two boxes of "dog" are not pushed apart.
+    name ids; ``valid`` (Q,) bool marks the rows that are boxes (default: all), so that a fixed-shape batch of
+    box slots needs no boolean indexing: padded rows take part in no pair and in no count. A pair is positive (z = +1) when the names are equal, so two boxes of "dog" are not pushed apart.
     With torch.distributed initialised and ``gather``, entities come from all ranks; every rank must call this
     on every step, even with Q = 0, because the gather is a collective. As in objective 1, there is no division
     by the world size: DDP's gradient averaging does it."""
+    valid = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid.bool()
     if gather and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        entities, all_ids = _gather(entities, ids)
+        entities, all_ids, all_valid = _gather(entities, ids, valid)
     else:
-        all_ids = ids
+        all_ids, all_valid = ids, valid
     logits = scale * regions.float() @ entities.float().T + bias
     z = torch.where(ids[:, None] == all_ids[None, :], 1.0, -1.0)
-    return -F.logsigmoid(z * logits).sum() / max(regions.shape[0], 1)
+    pairs = valid[:, None] & all_valid[None, :]
+    return -torch.where(pairs, F.logsigmoid(z * logits), 0.0).sum() / valid.sum().clamp_min(1)
 
 
 def box_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float = 5.0,
-             giou_weight: float = 2.0) -> torch.Tensor:
-    """DETR's box loss on (Q, 4) normalised cx, cy, w, h boxes, averaged over boxes: ``l1_weight`` x L1 summed
-    over the 4 coordinates + ``giou_weight`` x (1 - GIoU). L1 alone favours large boxes being slightly off over
-    small ones being far off; GIoU is scale-free and still has a gradient for disjoint boxes."""
-    if pred.shape[0] == 0:
-        return pred.sum() * 0.0
+             giou_weight: float = 2.0, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """DETR's box loss on (Q, 4) normalised cx, cy, w, h boxes, averaged over the ``valid`` (Q,) rows (default:
+    all): ``l1_weight`` x L1 summed over the 4 coordinates + ``giou_weight`` x (1 - GIoU). L1 alone favours large
+    boxes being slightly off over small ones being far off; GIoU is scale-free and still has a gradient for
+    disjoint boxes. Padded rows get a stand-in target, so that whatever they hold, no NaN reaches the gradient."""
     pred, target = pred.float(), target.float()
+    valid = torch.ones(pred.shape[0], dtype=torch.bool, device=pred.device) if valid is None else valid.bool()
+    target = torch.where(valid[:, None], target, target.new_tensor([0.5, 0.5, 1.0, 1.0]))
     l1 = (pred - target).abs().sum(-1)
     giou = paired(generalized_box_iou, cxcywh_to_xyxy(pred), cxcywh_to_xyxy(target))
-    return (l1_weight * l1 + giou_weight * (1 - giou)).mean()
+    per_box = torch.where(valid, l1_weight * l1 + giou_weight * (1 - giou), 0.0)
+    return per_box.sum() / valid.sum().clamp_min(1)

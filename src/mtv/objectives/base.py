@@ -39,6 +39,15 @@ class Needs:
     logit: bool = False  # the SiglipModel's logit scale and bias are trained
 
 
+@dataclass(frozen=True)
+class Freeze:
+    """Parameters of an objective (names under it) that keep lr 0 before 0-based step ``until``: DINOv2 holds its
+    prototype layer still while the rest of the head finds its feet."""
+
+    params: tuple[str, ...]
+    until: int
+
+
 @dataclass
 class Towers:
     """The towers' outputs of one forward, read by every active objective."""
@@ -92,6 +101,10 @@ class Objective(nn.Module):
     def schedule(self, step: int, total_steps: int) -> Any | None:
         """Its settings at 0-based ``step``; None switches it off for that step."""
         return True
+
+    def freezes(self, total_steps: int) -> dict[str, Freeze]:
+        """Its parameter freezes by name; the optimiser's schedule table logs each as ``frozen_<objective>_<name>``."""
+        return {}
 
     def scalars(self, schedule: Any) -> dict[str, float]:
         """Schedule values logged at each log step."""

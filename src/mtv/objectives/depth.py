@@ -66,17 +66,15 @@ class Depth(Objective):
         """``layers``: the 4 (B, N, D) outputs of `self.layers`; ``target``: (B, 1, H, W) inverse depth at
         ``image_size``, NaN where invalid; ``valid``: (B,) bool, False for images without a depth label.
 
-        Only labelled images go through the head. Without any, the term is a zero that still depends on every
-        head parameter, so DDP sees them all used."""
+        Every image goes through the head and the loss averages over the labelled ones: fixed shapes, no
+        data-dependent branch. Without any label the term is a zero that still depends on every head parameter,
+        so DDP sees them all used."""
         if tuple(target.shape[-2:]) != tuple(image_size):
             raise ValueError(f"depth target {tuple(target.shape[-2:])} must be at the image size {tuple(image_size)}")
-        valid = valid.bool()
-        if not valid.any():
-            return {"loss_depth": sum(p.sum() for p in self.parameters()) * 0.0}
-        pred = self.head([x[valid] for x in layers], grid, image_size)
+        pred = self.head(list(layers), grid, image_size)
         c = self.cfg
-        loss = depth_loss(pred, target[valid], normalisation=c.normalisation, grad_weight=c.grad_weight,
-                          scales=c.scales, min_valid_fraction=c.min_valid_fraction)
+        loss = depth_loss(pred, target, normalisation=c.normalisation, grad_weight=c.grad_weight, scales=c.scales,
+                          min_valid_fraction=c.min_valid_fraction, images=valid)
         return {"loss_depth": loss}
 
     @torch.no_grad()

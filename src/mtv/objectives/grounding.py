@@ -45,20 +45,6 @@ class GroundingConfig(BaseModel):
         return self
 
 
-def _pack(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For (B, M) ``valid`` rows with at least one box: indices that move valid boxes to the front (stable, so
-    ``x[valid]`` and ``packed[slots]`` list the same boxes in the same order) and the (B, M') mask of filled
-    slots, M' being the largest count."""
-    counts = valid.sum(1)
-    width = int(counts.max())
-    order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :width]
-    return order, torch.arange(width, device=valid.device) < counts[:, None]
-
-
-def _take(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    return torch.gather(x, 1, order[..., None].expand(-1, -1, x.shape[-1]))
-
-
 def text_dim(model: SiglipModel) -> int:
     """Width of the text tower's pooled embedding, which grounding aligns regions with."""
     return model.config.text_config.projection_size or model.config.text_config.hidden_size
@@ -114,34 +100,23 @@ class Grounding(Objective):
         ``entity_emb`` (B, M, E) L2-normalised; ``entity_ids`` (B, M) int64 `name_id`s. Padded slots may hold
         anything finite.
 
-        Only valid boxes, and only images that have some, reach the prompter. When this rank has none, each term
-        is a zero that still depends on every parameter: DDP (without find_unused_parameters) fails on
-        parameters that get no gradient, and a batch without boxes is ordinary. The region-text term is computed
-        even then, because its cross-rank gather is a collective that every rank must join."""
-        valid = box_valid.bool()
-        entities, ids = entity_emb[valid], entity_ids[valid]
+        Every slot of every image goes through the prompter (its queries never attend to each other, so padding
+        changes no box's output) and the losses weigh the valid slots only: fixed shapes, no data-dependent
+        branch, so the step compiles into one graph. Without any valid box each term is a zero that still
+        depends on every parameter, as DDP (without find_unused_parameters) requires. The region-text term is
+        computed on every rank, because its cross-rank gather is a collective that every rank must join."""
+        valid = box_valid.bool().flatten()
         out = {}
-        if valid.any():
-            rows = valid.any(1)
-            tokens, order, slots = patch_tokens[rows], *_pack(valid[rows])
-            if self.cfg.region_text:
-                regions = self.prompter.regions(tokens, grid, _take(boxes[rows], order))[slots]
-                out["loss_grounding"] = self._region_text(F.normalize(regions.float(), dim=-1), entities, ids)
-            if self.cfg.text_to_box:
-                pred = self.prompter.locate(tokens, grid, _take(entity_emb[rows], order))[slots]
-                target = xyxy_to_cxcywh(boxes[valid].float())
-                out["loss_box"] = box_loss(pred, target, self.cfg.l1_weight, self.cfg.giou_weight)
-            return out
-        zero = sum(p.sum() for p in self.parameters()) * 0.0
         if self.cfg.region_text:
-            none = entities.new_zeros((0, entities.shape[-1]), dtype=torch.float32)
-            out["loss_grounding"] = self._region_text(none, entities, ids) + zero
+            regions = self.prompter.regions(patch_tokens, grid, boxes).flatten(0, 1)
+            out["loss_grounding"] = region_text_loss(
+                F.normalize(regions.float(), dim=-1), entity_emb.flatten(0, 1), entity_ids.flatten(),
+                self.logit_scale.float().exp(), self.logit_bias.float(), valid=valid)
         if self.cfg.text_to_box:
-            out["loss_box"] = zero
+            pred = self.prompter.locate(patch_tokens, grid, entity_emb).flatten(0, 1)
+            target = xyxy_to_cxcywh(boxes.float()).flatten(0, 1)
+            out["loss_box"] = box_loss(pred, target, self.cfg.l1_weight, self.cfg.giou_weight, valid=valid)
         return out
-
-    def _region_text(self, regions: torch.Tensor, entities: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        return region_text_loss(regions, entities, ids, self.logit_scale.float().exp(), self.logit_bias.float())
 
     @torch.no_grad()
     def predict_boxes(self, patch_tokens: torch.Tensor, grid: tuple[int, int],

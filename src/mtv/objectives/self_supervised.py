@@ -24,14 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from transformers import SiglipModel
 
-from mtv.data.masking import batch_masks
+from mtv.data.masking import batch_masks, max_masked_tokens
 from mtv.data.multicrop import MultiCrop
+from mtv.errors import MTVError
 from mtv.losses.dino import TeacherCentering, dino_loss
-from mtv.losses.ibot import ibot_loss
+from mtv.losses.ibot import ibot_loss, masked_tokens
 from mtv.losses.koleo import koleo_loss
 from mtv.models.ssl_head import SSLHead
 from mtv.models.vision import encode_images
-from mtv.objectives.base import Needs, Objective, Towers, register
+from mtv.objectives.base import Freeze, Needs, Objective, Towers, register
 
 # What `variant: siglip2` changes, unless the config sets the key itself (SigLIP 2, sec. 2.3).
 SIGLIP2_DEFAULTS: dict[str, Any] = dict(n_local=8, mask_probability=1.0, mask_ratio_min=0.5, mask_ratio_max=0.5,
@@ -71,6 +72,8 @@ class SSLConfig(BaseModel):
     koleo_weight: float = Field(0.1, ge=0, description="0 skips the term")
     loss_scale: float = Field(1.0, ge=0, description="multiplies every SSL term (SigLIP 2: 0.25 for B, 0.5 for L)")
     start_fraction: float = Field(0.0, ge=0, lt=1, description="fraction of training before SSL switches on")
+    freeze_prototypes_steps: int = Field(0, ge=0, description="the heads' prototype (last) layers keep lr 0 for "
+                                         "the first this many SSL steps (DINOv2: one epoch)")
 
     @model_validator(mode="before")
     @classmethod
@@ -167,6 +170,17 @@ class SelfSupervised(Objective):
     def idles_at_start(self) -> bool:
         return self.cfg.start_fraction > 0
 
+    def freezes(self, total_steps: int) -> dict[str, Freeze]:
+        if not self.cfg.freeze_prototypes_steps:
+            return {}
+        first = round(self.cfg.start_fraction * total_steps)
+        if first + self.cfg.freeze_prototypes_steps >= total_steps:
+            raise MTVError(f"ssl.freeze_prototypes_steps={self.cfg.freeze_prototypes_steps} covers every SSL step "
+                           f"({total_steps - first}): the prototypes would never train; lower it")
+        heads = ["head"] + (["ibot_head"] if self.ibot_head is not None else [])
+        return {"prototypes": Freeze(tuple(f"{h}.prototypes.weight" for h in heads),
+                                     first + self.cfg.freeze_prototypes_steps)}
+
     def schedule(self, step: int, total_steps: int) -> SSLStep | None:
         return ssl_step(self.cfg, step, total_steps)
 
@@ -241,12 +255,16 @@ class SelfSupervised(Objective):
             loss = dino_loss(self.head(torch.cat(views)), targets.unflatten(0, (-1, b)), cfg.student_temp, dinov2)
             terms["loss_dino"] = loss
         if cfg.ibot_weight:
-            m = masks[rows]
+            # only global view 2 is ever masked; its tokens go into a fixed number of slots (no boolean indexing)
+            m = masks[b:]
+            slots = max_masked_tokens(b, m.shape[1], cfg.mask_probability, cfg.mask_ratio_max)
+            index, real = masked_tokens(m, slots)
+            teacher_tokens = (teacher.tokens[b:] if dinov2 else teacher.tokens).flatten(0, 1)
             with torch.no_grad():
-                targets = self.ibot_centering(teacher_ibot_head(teacher.tokens[m]), teacher_temp)
-            student = student_ibot_head(student_global_patches[rows][m])
+                targets = self.ibot_centering(teacher_ibot_head(teacher_tokens[index]), teacher_temp, real)
+            student = student_ibot_head(student_global_patches[b:].flatten(0, 1)[index])
             # the divisor is the maskable views (global view 2; the clean view never is), as DINOv2's all global crops
-            terms["loss_ibot"] = ibot_loss(student, targets, masks[b:], cfg.student_temp)
+            terms["loss_ibot"] = ibot_loss(student, targets, m, index, cfg.student_temp)
         if cfg.koleo_weight:
             # within a view: never an image's twin
             terms["loss_koleo"] = sum(koleo_loss(view) for view in student_global.chunk(2))

@@ -33,6 +33,12 @@ class MetricsLog:
             if k != "step" and isinstance(v, (int, float)):
                 self.tb.add_scalar(k, v, record["step"])
 
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """TensorBoard only: values of a step that has no metrics.jsonl record."""
+        if self.enabled:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
     def close(self) -> None:
         if self.enabled:
             self.file.close()

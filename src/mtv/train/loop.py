@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import random
 import time
 from pathlib import Path
@@ -33,7 +32,8 @@ from mtv.train.interrupt import StopRequest, interrupted
 from mtv.train.lock import run_lock
 from mtv.train.logger import MetricsLog
 from mtv.train.precision import autocast_dtype
-from mtv.train.schedule import warmup_cosine
+from mtv.train.optim import build_optimizer, scaled_lr
+from mtv.train.schedule import ScheduleTable
 from mtv.train.step import Engine, compiled, train_step
 
 
@@ -76,9 +76,12 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRe
             print(f"model.init: weights of {cfg.model.init}" + (f", {len(skipped)} tensors left freshly "
                   f"initialised by model.init_skip" if skipped else ""))
     task = MultiTask(model, cfg).to(d.device)
-    opt = torch.optim.AdamW(_param_groups(task, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
-        warmup_cosine, warmup=cfg.optim.warmup_steps, total=cfg.steps, min_ratio=cfg.optim.min_lr_ratio))
+    opt, rules = build_optimizer(task, cfg)
+    per_step = cfg.batch_size * cfg.optim.accum_steps * d.world_size
+    table = ScheduleTable(cfg, task, rules, scaled_lr(cfg.optim, per_step))
+    if cfg.optim.lr_scaling != "none" and d.main:
+        print(f"optim.lr {cfg.optim.lr:g} for a global batch of {cfg.optim.lr_reference_batch}, scaled "
+              f"({cfg.optim.lr_scaling}) to {table.peak_lr:g} for this run's {per_step}")
     dtype = autocast_dtype(cfg.precision, d.device)
     scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
 
@@ -89,8 +92,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRe
         for name, objective in task.objectives.items():
             objective.load_state_dict(ck["objectives"].get(name, {}))
         opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        _apply_new_optim(cfg, ck["config"]["optim"], opt, sched, d)
+        _note_new_optim(cfg, ck["config"]["optim"], d)
         scaler.load_state_dict(ck["scaler"])
         _set_rng(ck["rng"][d.rank] if d.rank < len(ck["rng"]) else ck["rng"][0])
         step, nonfinite = ck["step"], ck["nonfinite_steps"]
@@ -104,19 +106,18 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRe
     batches = Batches(ShardStream(shards, _decoder(cfg, processor, vision), cfg.batch_size, cfg.seed, d.rank,
                                   d.world_size, cfg.data.shuffle_buffer, state), cfg.data.workers)
     log = MetricsLog(run, step, enabled=d.main)
-    per_step = cfg.batch_size * cfg.optim.accum_steps * d.world_size
     bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and d.main), desc="train", unit="step")
     start_step, t_start, noted = step, time.perf_counter(), False
     t_log, step_log = t_start, step
     grid = (vision.image_size // vision.patch_size,) * 2
 
-    engine = Engine(task, net, compiled(net, cfg.compile_backend) if cfg.compile else net, opt, sched, scaler, dtype,
+    engine = Engine(task, net, compiled(net, cfg.compile_backend) if cfg.compile else net, opt, scaler, dtype,
                     cfg.optim.accum_steps, cfg.optim.grad_clip, d)
 
     while step < cfg.steps:
-        plan = task.plan(step, cfg.steps)
-        result = train_step(engine, lambda micro: _step_batch(next(batches), task, plan, tok, cfg, grid,
-                                                              (d.rank, step, micro)).to(d.device), plan)
+        row = table.row(step)
+        result = train_step(engine, lambda micro: _step_batch(next(batches), task, row.plan, tok, cfg, grid,
+                                                              (d.rank, step, micro)).to(d.device), row)
         if result.bad:
             nonfinite += 1
             if d.main:
@@ -140,22 +141,22 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRe
             terms = {k: float(v) for k, v in result.terms.items()}  # the only read-back of the terms
             record = {"step": step, "loss": mean_over_ranks(sum(terms.values()), d),
                       **{k: mean_over_ranks(v, d) for k, v in sorted(terms.items())},
-                      "lr": sched.get_last_lr()[0], "images_per_s": per_step * (step - step_log) / (now - t_log),
+                      **row.scalars(), "images_per_s": per_step * (step - step_log) / (now - t_log),
                       "grad_norm": float(result.grad_norm), "logit_scale": model.logit_scale.exp().item(),
                       "logit_bias": model.logit_bias.item(), "samples_seen": counts.get("seen", 0),
                       "samples_skipped": counts.get("skipped", 0), "nonfinite_steps": nonfinite,
                       **{f"labels_missing_{k[8:]}": v for k, v in counts.items() if k.startswith("missing/")}}
-            for name, schedule in plan.items():
-                record.update(task.objectives[name].scalars(schedule))
             log.log(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
             t_log, step_log = now, step
+        else:
+            log.scalars(step, row.scalars())  # the schedule table reaches TensorBoard at every step
         saved = step % cfg.ckpt_every == 0 or step == cfg.steps
         if saved:
-            _save(cfg, run, step, task, opt, sched, scaler, batches.state, model_cfg, nonfinite, d)
+            _save(cfg, run, step, task, opt, scaler, batches.state, model_cfg, nonfinite, d)
         if step < cfg.steps and stop.now(d.world_size, d.device):
             if not saved:
-                _save(cfg, run, step, task, opt, sched, scaler, batches.state, model_cfg, nonfinite, d)
+                _save(cfg, run, step, task, opt, scaler, batches.state, model_cfg, nonfinite, d)
             bar.close()
             log.close()
             raise interrupted(run, step, checkpoint.latest(run))
@@ -186,7 +187,8 @@ def _prepare_run_dir(run: Path, resume: bool, d: Dist) -> dict | None:
 def _check_same_model(saved: dict, cfg: TrainConfig, run: Path) -> None:
     """A resumed run must build the same modules its checkpoint holds; name the first setting that differs."""
     now = cfg.model_dump(mode="json")
-    for section in ("model", *registered()):
+    saved = {**saved, "optim": {"no_weight_decay": saved["optim"].get("no_weight_decay", [])}}  # the groups' split
+    for section in ("model", "optim", *registered()):
         for key, value in saved[section].items():
             if now[section].get(key) != value:
                 raise MTVError(f"{run}: was trained with {section}.{key}={value!r}, the config now says "
@@ -242,26 +244,13 @@ def _model_config(cfg: TrainConfig, tok) -> SiglipConfig:
     return config
 
 
-def _apply_new_optim(cfg: TrainConfig, saved: dict, opt, sched, d: Dist) -> None:
-    """A resumed run trains with the config it was given, as config.yaml records it: a changed optim.lr or
-    weight_decay replaces the checkpoint's (the schedule continues from the same step with the new peak)."""
-    changed = [f"{k} {saved.get(k)} -> {getattr(cfg.optim, k)}" for k in ("lr", "weight_decay")
-               if saved.get(k) != getattr(cfg.optim, k)]
-    if not changed:
-        return
-    sched.base_lrs = [cfg.optim.lr] * len(opt.param_groups)  # every later sched.step() scales this
-    for group in opt.param_groups:  # the first step after resume, before the scheduler steps again
-        group["lr"] = cfg.optim.lr * sched.lr_lambdas[0](sched.last_epoch)
-    opt.param_groups[0]["weight_decay"] = cfg.optim.weight_decay  # group 1 (biases, norms) never decays
-    if d.main:
+def _note_new_optim(cfg: TrainConfig, saved: dict, d: Dist) -> None:
+    """A resumed run trains with the config it was given, as config.yaml records it: the schedule table sets each
+    step's lr and weight decay from it, so a changed optim.lr replaces the checkpoint's from the same step on."""
+    now = cfg.optim.model_dump(mode="json")
+    changed = [f"{k} {saved.get(k)} -> {v}" for k, v in now.items() if k in saved and saved[k] != v]
+    if changed and d.main:
         print(f"resume: optim {', '.join(changed)} from the config, not the checkpoint")
-
-
-def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms and the logit scale/bias (every tensor under 2-D)."""
-    decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
-    rest = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
 def _check_skips(state: StreamState, cfg: TrainConfig) -> None:
@@ -351,7 +340,7 @@ def _total_counts(counts, d: Dist) -> dict[str, int]:
     return total
 
 
-def _save(cfg, run, step, task, opt, sched, scaler, data_state, model_cfg, nonfinite, d: Dist) -> None:
+def _save(cfg, run, step, task, opt, scaler, data_state, model_cfg, nonfinite, d: Dist) -> None:
     rngs = gather_objects(_rng_state(), d)
     data = gather_objects(data_state.to_dict(), d)
     if d.main:
@@ -361,7 +350,7 @@ def _save(cfg, run, step, task, opt, sched, scaler, data_state, model_cfg, nonfi
             "step": step, "model": task.model.state_dict(), "optimizer": opt.state_dict(),
             "objectives": {name: objective.state_dict() for name, objective in task.objectives.items()},
             "nonfinite_steps": nonfinite,
-            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rngs, "data": data,
+            "scaler": scaler.state_dict(), "rng": rngs, "data": data,
             "model_config": model_cfg.to_dict(), "processor_files": files, "config": cfg.model_dump(mode="json"),
         }, run, step, cfg.keep_ckpts)
     d.barrier()

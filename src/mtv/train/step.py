@@ -1,5 +1,5 @@
-"""One optimiser step, the only place a step happens: forward, the terms, backward, clipping, the optimiser, the
-lr schedule and the objectives' after-step updates (EMA teacher, clamps). The loop and `benchmarks/` both call it.
+"""One optimiser step, the only place a step happens: the step's lr and weight decay, forward, the terms,
+backward, clipping, the optimiser and the objectives' after-step updates (EMA teacher, clamps). The loop and `benchmarks/` both call it.
 
 The terms stay on the device, summed over micro-steps in float64 (so that a logged value equals the sum of the
 micro-steps' values as Python would form it); the caller reads them back only at log steps. The one read-back per
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from mtv.data.batch import Batch
 from mtv.errors import MTVError
 from mtv.objectives.multitask import MultiTask
 from mtv.train.distributed import Dist
+from mtv.train.schedule import StepSchedule
 
 
 @dataclass
@@ -30,7 +31,6 @@ class Engine:
     net: nn.Module
     forward: Callable[[Batch, dict], dict[str, torch.Tensor]]
     opt: torch.optim.Optimizer
-    sched: Any
     scaler: torch.amp.GradScaler
     autocast_dtype: torch.dtype | None
     accum_steps: int
@@ -60,10 +60,11 @@ def compiled(net: nn.Module, backend: str) -> Callable:
     return torch.compile(net, backend=backend)
 
 
-def train_step(engine: Engine, next_batch: Callable[[int], Batch], plan: dict) -> StepResult:
+def train_step(engine: Engine, next_batch: Callable[[int], Batch], row: StepSchedule) -> StepResult:
     """One optimiser step over ``engine.accum_steps`` micro-batches, ``next_batch(micro)`` each (fetched only when
-    needed, so a skipped step consumes what it read and no more). ``plan`` is `MultiTask.plan` for this step."""
-    e, d = engine, engine.dist
+    needed, so a skipped step consumes what it read and no more). ``row`` is the schedule table's row of the step."""
+    e, d, plan = engine, engine.dist, row.plan
+    row.apply(e.opt)
     e.task.before_step(plan)
     autocast = torch.autocast(d.device.type, dtype=e.autocast_dtype, enabled=e.autocast_dtype is not None)
     sums: dict[str, torch.Tensor] = {}
@@ -88,7 +89,6 @@ def train_step(engine: Engine, next_batch: Callable[[int], Batch], plan: dict) -
     e.scaler.step(e.opt)
     e.scaler.update()
     e.opt.zero_grad(set_to_none=True)
-    e.sched.step()
     e.task.after_step(plan)
     return StepResult(sums, grad_norm, [])
 
