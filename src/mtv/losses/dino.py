@@ -14,24 +14,28 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from mtv.ops.distributed import spans_ranks
 
-def _all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=op)
+
+def _all_reduce(t: torch.Tensor, group: dist.ProcessGroup | None, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    if spans_ranks(group):
+        dist.all_reduce(t, op=op, group=group)
     return t
 
 
 @torch.no_grad()
-def sinkhorn_knopp(logits: torch.Tensor, temp: float, iters: int = 3) -> torch.Tensor:
+def sinkhorn_knopp(logits: torch.Tensor, temp: float, iters: int = 3,
+                   group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """(n, K) teacher logits -> (n, K) targets whose rows sum to 1 and whose prototypes carry equal mass over the
-    batch of all ranks. Only scale-free normalisations are used, so subtracting the global maximum (overflow
-    guard) leaves the result unchanged; ranks may hold different n (iBOT's masked tokens), even 0."""
+    batch of all ranks of ``group`` (None: this process alone). Only scale-free normalisations are used, so
+    subtracting the global maximum (overflow guard) leaves the result unchanged; ranks may hold different n
+    (iBOT's masked tokens), even 0."""
     z = logits.float() / temp
     top = z.amax() if z.numel() else z.new_tensor(float("-inf"))
-    q = torch.exp(z - _all_reduce(top, dist.ReduceOp.MAX))
+    q = torch.exp(z - _all_reduce(top, group, dist.ReduceOp.MAX))
     tiny = torch.finfo(q.dtype).tiny
     for _ in range(iters):
-        q = q / _all_reduce(q.sum(0, keepdim=True)).clamp_min(tiny)  # each prototype: equal mass
+        q = q / _all_reduce(q.sum(0, keepdim=True), group).clamp_min(tiny)  # each prototype: equal mass
         q = q / q.sum(1, keepdim=True).clamp_min(tiny)  # each sample: a distribution
     return q
 
@@ -46,13 +50,14 @@ class TeacherCentering(nn.Module):
         self.register_buffer("center", torch.zeros(prototypes))
 
     @torch.no_grad()
-    def forward(self, logits: torch.Tensor, temp: float) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, temp: float, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+        """Targets of ``logits``; ``group``: the ranks whose batches share one centre (None: this process)."""
         if self.mode == "sinkhorn":
-            return sinkhorn_knopp(logits, temp, self.iters)
+            return sinkhorn_knopp(logits, temp, self.iters, group)
         logits = logits.float()
         targets = F.softmax((logits - self.center) / temp, dim=-1)
-        total = _all_reduce(logits.sum(0))
-        count = _all_reduce(logits.new_tensor(float(logits.shape[0])))
+        total = _all_reduce(logits.sum(0), group)
+        count = _all_reduce(logits.new_tensor(float(logits.shape[0])), group)
         # The centre moves only when some rank had rows; it is applied from the next step on, as in DINO.
         self.center.lerp_(total / count.clamp_min(1), (1 - self.momentum) * (count > 0).float())
         return targets
