@@ -44,52 +44,56 @@ def checked(tmp_path_factory, world):
     return json.loads((tmp / "out" / "result.json").read_text()), tmp / "out"
 
 
-def assert_same_losses(got: list[dict], want: list[dict], rel: float) -> None:
+def assert_same_losses(got: list[dict], want: list[dict], rel: float, first_rel: float = 1e-6) -> None:
+    """Step 1 (no update yet: only the forward's summation order differs) to ``first_rel``, later steps to ``rel``."""
     assert len(got) == len(want) == 3
     for step, (g, w) in enumerate(zip(got, want)):
         assert g.keys() == w.keys()
         for key in w:
-            assert g[key] == pytest.approx(w[key], rel=rel), f"step {step + 1}: {key}"
+            assert g[key] == pytest.approx(w[key], rel=first_rel if step == 0 else rel), f"step {step + 1}: {key}"
 
 
 @pytest.mark.slow
 def test_fsdp_losses_equal_one_process_on_the_global_batch(checked):
     """Two FSDP ranks of 4 images against one process on the 8, for 3 AdamW steps, in fp32. They differ only in
-    summation order (each rank's partial sums, the reduce-scatter of gradients), i.e. rounding of about 1e-7
-    relative per step that AdamW carries on; measured: largest relative loss difference 3.6e-7, parameters 5e-6
-    apart (2.7e-7 and 4e-6 against DDP below). 1e-5 is far above that and far below what a wrong reduction (a factor of 2 in a term, a gradient
-    not averaged) would move."""
+    summation order (each rank's partial sums, the reduce-scatter of gradients): about 1e-7 relative before the
+    first update. AdamW divides each coordinate's step by that coordinate's own gradient size, so rounding in
+    near-zero gradients moves parameters by a fraction of the lr (1e-3); measured on this data: parameters
+    1.7e-5 apart after 3 steps, the largest loss difference 4.2e-6 relative (depth, step 3), 1e-7 at step 1.
+    5e-5 (1e-6 at step 1) leaves room for that and is far below what a wrong reduction (a term doubled, a
+    gradient summed instead of averaged) moves: order 1e-1 from step 1 on."""
     result, _ = checked
     runs = result["decomposable"]
     assert {"loss_vl", "loss_dino", "loss_ibot", "loss_depth"} <= runs["single"][0].keys()
-    assert_same_losses(runs["fsdp"], runs["single"], rel=1e-5)
-    assert runs["fsdp_max_param_diff"] < 1e-4
+    assert_same_losses(runs["fsdp"], runs["single"], rel=5e-5)
+    assert runs["fsdp_max_param_diff"] < 1e-3
 
 
 @pytest.mark.slow
 def test_fsdp_with_and_without_activation_checkpointing_equals_ddp_on_all_four_objectives(checked):
-    """Same per-rank batches, so only the reduction differs (all-reduce vs reduce-scatter): same tolerance."""
+    """Same per-rank batches, so only the reduction differs (all-reduce vs reduce-scatter): same tolerances
+    (measured: 2e-7 relative in the losses, parameters 4.4e-6 apart)."""
     result, _ = checked
     runs = result["all_four"]
     every = {"loss_vl", "loss_dino", "loss_ibot", "loss_koleo", "loss_grounding", "loss_box", "loss_depth"}
     assert every <= runs["ddp"][0].keys()
     for name in ("fsdp_all", "fsdp_ac"):
-        assert_same_losses(runs[name], runs["ddp"], rel=1e-5)
-        assert runs[f"{name}_max_param_diff"] < 1e-4
+        assert_same_losses(runs[name], runs["ddp"], rel=5e-5)
+        assert runs[f"{name}_max_param_diff"] < 1e-3
 
 
 @pytest.mark.slow
 def test_export_of_a_sharded_checkpoint_loads_in_siglip_and_equals_the_plain_export(checked, tmp_path):
     """The sharded checkpoint, assembled in one process by `mtv export`, against the same weights gathered whole
     by torch's full state dict inside the FSDP run: equal bit for bit, model and heads; against the single
-    process that trained on the global batches: equal to the tolerance above."""
+    process that trained on the global batches: equal to the parameter tolerance above."""
     _, out = checked
     exports = {name: export(out / name, tmp_path / name) for name in ("sharded", "gathered", "single")}
     models = {name: SiglipModel.from_pretrained(path).state_dict() for name, path in exports.items()}
     assert models["sharded"].keys() == models["gathered"].keys()
     for key, value in models["gathered"].items():
         assert torch.equal(models["sharded"][key], value), key
-        torch.testing.assert_close(models["sharded"][key], models["single"][key], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(models["sharded"][key], models["single"][key], rtol=0, atol=1e-3)
     heads = {name: load_file(path / "heads.safetensors") for name, path in exports.items()}
     assert heads["sharded"].keys() == heads["gathered"].keys() and heads["sharded"]
     assert all(torch.equal(heads["sharded"][k], v) for k, v in heads["gathered"].items())
