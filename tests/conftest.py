@@ -53,6 +53,16 @@ def eval_shards(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """48 MTV World scenes at 32 px (the micro model's size) in 4 shards: boxes and depth for all four objectives."""
+    from mtv.world import generate_world
+
+    out = tmp_path_factory.mktemp("world")
+    generate_world(out, 48, seed=3, size=32, shard_size=12, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def world_eval_splits(tmp_path_factory):
     """Two tiny MTV World splits at 32 px (the micro model's size): 24 scenes to train probes, 16 held out."""
     from mtv.world import generate_world

@@ -8,7 +8,8 @@ slice, and backprops its per-rank loss. Compared with the single-process run on 
 - feature gradients: each rank's gradient for its own image and text rows, divided by the world size
   (the single-process loss is the mean of the per-rank ones), so received texts must have sent their
   gradients back to the owning rank.
-Each mode runs unchunked and chunked. Everything is float64 so equality is tight.
+Each mode runs unchunked and chunked. Everything is float64 so equality is tight. Without a group the loss is
+the local one, process group or not.
 Usage: torchrun --nproc_per_node W dist_sigmoid_check.py [mode ...]"""
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def check(mode: str, chunk_size: int | None, rank: int, world: int) -> None:
     rows = slice(rank * B, (rank + 1) * B)
 
     local, x, y = model(images[rows], texts[rows],
-                        lambda *a: distributed_sigmoid_loss(*a, mode=mode, chunk_size=chunk_size))
+                        lambda *a: distributed_sigmoid_loss(*a, mode=mode, chunk_size=chunk_size,
+                                                                     group=dist.group.WORLD))
     local.backward()
     mean_loss = local.detach().clone()
     dist.all_reduce(mean_loss)
@@ -70,6 +72,17 @@ def check(mode: str, chunk_size: int | None, rank: int, world: int) -> None:
     assert_close(y.grad / world, gy.grad[rows], msg=lambda m: f"{where} text feature grad differs: {m}")
 
 
+def check_without_group(rank: int) -> None:
+    """``group=None`` is one process even where a process group is initialised: every rank gets its own
+    local loss, and no collective is entered (ranks hold different data, so a gather would change the value)."""
+    torch.manual_seed(rank)
+    x = F.normalize(torch.randn(B, D, dtype=torch.float64), dim=-1)
+    y = F.normalize(torch.randn(B, D, dtype=torch.float64), dim=-1)
+    for mode in ("ring", "gather"):
+        assert_close(distributed_sigmoid_loss(x, y, 10.0, -3.0, mode=mode), sigmoid_loss(x, y, 10.0, -3.0),
+                     msg=lambda m: f"[{mode}, group None, rank {rank}] not the local loss: {m}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("modes", nargs="*", default=["ring", "gather"])
@@ -83,6 +96,7 @@ def main() -> None:
                 if rank == 0:
                     print(f"OK {mode}: world {world}, chunk {chunk_size}: mean per-rank loss and DDP-averaged "
                           "gradients equal the single-process loss on the global batch", flush=True)
+        check_without_group(rank)
     finally:
         dist.destroy_process_group()
 

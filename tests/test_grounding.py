@@ -127,6 +127,16 @@ def test_switched_off_branches_are_neither_built_nor_computed():
         GroundingConfig(max_box=3)
 
 
+def test_logit_scale_and_bias_are_1d_for_fsdp_and_heads_saved_as_scalars_still_load():
+    head = Grounding(GroundingConfig(init_logit_scale=10.0, init_logit_bias=-10.0), 32, 16)
+    assert head.logit_scale.shape == head.logit_bias.shape == (1,)  # FSDP2 shards no 0-d parameter
+    old = {k: v.reshape(()) if k in ("logit_scale", "logit_bias") else v for k, v in head.state_dict().items()}
+    old["logit_scale"], old["logit_bias"] = torch.tensor(math.log(20.0)), torch.tensor(-5.0)
+    fresh = Grounding(GroundingConfig(), 32, 16)
+    fresh.load_state_dict(old)
+    assert fresh.logit_scale.tolist() == pytest.approx([math.log(20.0)]) and fresh.logit_bias.tolist() == [-5.0]
+
+
 def test_trains_the_towers_and_predicts_boxes():
     model = build_model(preset_config("micro", 100, 16, 0, 1))
     grounding = Grounding(GroundingConfig(), 32, 32)
@@ -157,7 +167,7 @@ out = {}
 for split in (3, 5):  # with 5, rank 1 holds no boxes and must still join the gather
     part = slice(0, split) if rank == 0 else slice(split, None)
     r, e = regions[part].clone().requires_grad_(), entities[part].clone().requires_grad_()
-    loss = region_text_loss(r, e, ids[part], torch.tensor(10.0), torch.tensor(-10.0))
+    loss = region_text_loss(r, e, ids[part], torch.tensor(10.0), torch.tensor(-10.0), dist.group.WORLD)
     (loss * r.shape[0]).backward()  # the un-normalised sum, so gradients compare across ranks
     out[split] = (loss.detach(), r.grad, e.grad)
 dist.destroy_process_group()

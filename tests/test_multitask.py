@@ -20,14 +20,6 @@ from mtv.models.tokenizer import train_tokenizer
 from mtv.objectives.multitask import MultiTask
 from mtv.train import checkpoint, train
 from mtv.train.logger import read_metrics
-from mtv.world import generate_world
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    generate_world(out, 48, seed=3, size=32, shard_size=12, progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -105,9 +105,9 @@ def test_ema_centering_by_hand():
 def _two_rank_worker(rank: int, path: str, logits: torch.Tensor, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=2)
     part = logits[:5] if rank == 0 else logits[5:]  # uneven split, as iBOT's masked tokens are
-    q = sinkhorn_knopp(part, 0.05)
+    q = sinkhorn_knopp(part, 0.05, group=dist.group.WORLD)
     centering = TeacherCentering(logits.shape[1], "ema", momentum=0.9)
-    centering(part, 0.05)
+    centering(part, 0.05, group=dist.group.WORLD)
     torch.save({"q": q, "center": centering.center}, f"{out}.{rank}")
     dist.destroy_process_group()
 

@@ -113,6 +113,11 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 where supported")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads per rank")
+    parallel: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun: ddp replicates the model on "
+                                             "every rank; fsdp (FSDP2) shards each transformer block and its "
+                                             "optimiser state, and checkpoints in torch.distributed.checkpoint form")
+    activation_checkpointing: bool = Field(False, description="recompute each transformer block of the trained "
+                                           "towers in backward instead of keeping its activations")
     compile: bool = Field(False, description="torch.compile the step's forward and backward")
     compile_backend: str = Field("inductor", description="torch.compile backend (aot_eager: no code generation)")
     log_every: int = Field(10, ge=1)

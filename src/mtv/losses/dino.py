@@ -14,28 +14,31 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from mtv.ops.distributed import spans_ranks
 
-def _all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=op)
+
+def _all_reduce(t: torch.Tensor, group: dist.ProcessGroup | None, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    if spans_ranks(group):
+        dist.all_reduce(t, op=op, group=group)
     return t
 
 
 @torch.no_grad()
-def sinkhorn_knopp(logits: torch.Tensor, temp: float, iters: int = 3, valid: torch.Tensor | None = None
-                   ) -> torch.Tensor:
+def sinkhorn_knopp(logits: torch.Tensor, temp: float, iters: int = 3, valid: torch.Tensor | None = None,
+                   group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """(n, K) teacher logits -> (n, K) targets whose rows sum to 1 and whose prototypes carry equal mass over the
-    batch of all ranks. Only scale-free normalisations are used, so subtracting the global maximum (overflow
-    guard) leaves the result unchanged; ranks may hold different n (iBOT's masked tokens), even 0. Rows where
-    ``valid`` (n,) is False are padding: they take no mass and come out as zeros."""
+    batch of all ranks of ``group`` (None: this process alone). Only scale-free normalisations are used, so
+    subtracting the global maximum (overflow guard) leaves the result unchanged; ranks may hold different n
+    (iBOT's masked tokens), even 0. Rows where ``valid`` (n,) is False are padding: they take no mass and come
+    out as zeros."""
     z = logits.float() / temp
     if valid is not None:
         z = torch.where(valid[:, None], z, float("-inf"))
-    top = _all_reduce(z.amax() if z.numel() else z.new_tensor(float("-inf")), dist.ReduceOp.MAX)
+    top = _all_reduce(z.amax() if z.numel() else z.new_tensor(float("-inf")), group, dist.ReduceOp.MAX)
     q = torch.exp(z - torch.where(torch.isfinite(top), top, 0.0))
     tiny = torch.finfo(q.dtype).tiny
     for _ in range(iters):
-        q = q / _all_reduce(q.sum(0, keepdim=True)).clamp_min(tiny)  # each prototype: equal mass
+        q = q / _all_reduce(q.sum(0, keepdim=True), group).clamp_min(tiny)  # each prototype: equal mass
         q = q / q.sum(1, keepdim=True).clamp_min(tiny)  # each sample: a distribution
     return q
 
@@ -50,17 +53,19 @@ class TeacherCentering(nn.Module):
         self.register_buffer("center", torch.zeros(prototypes))
 
     @torch.no_grad()
-    def forward(self, logits: torch.Tensor, temp: float, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Targets of (n, K) ``logits``; rows where ``valid`` (n,) is False are padding and move no centre."""
+    def forward(self, logits: torch.Tensor, temp: float, valid: torch.Tensor | None = None,
+                group: dist.ProcessGroup | None = None) -> torch.Tensor:
+        """Targets of (n, K) ``logits``; rows where ``valid`` (n,) is False are padding and move no centre.
+        ``group``: the ranks whose batches share one centre (None: this process)."""
         if self.mode == "sinkhorn":
-            return sinkhorn_knopp(logits, temp, self.iters, valid)
+            return sinkhorn_knopp(logits, temp, self.iters, valid, group)
         logits = logits.float()
         targets = F.softmax((logits - self.center) / temp, dim=-1)
         if valid is None:
             total, count = logits.sum(0), logits.new_tensor(float(logits.shape[0]))
         else:
             total, count = torch.where(valid[:, None], logits, 0.0).sum(0), valid.sum().float()
-        total, count = _all_reduce(total), _all_reduce(count)
+        total, count = _all_reduce(total, group), _all_reduce(count, group)
         # The centre moves only when some rank had rows; it is applied from the next step on, as in DINO.
         self.center.lerp_(total / count.clamp_min(1), (1 - self.momentum) * (count > 0).float())
         return targets

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from mtv.ops.boxes import cxcywh_to_xyxy, generalized_box_iou, paired
-from mtv.ops.distributed import all_gather_with_grad
+from mtv.ops.distributed import all_gather_with_grad, spans_ranks
 
 
 def normalise_phrase(phrase: str) -> str:
@@ -25,15 +25,15 @@ def name_id(phrase: str) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
-def _gather(entities: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor
+def _gather(entities: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, group: dist.ProcessGroup
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Entities, ids and validity of every rank, in rank order. Ranks hold different numbers of boxes, so each pads to the
     largest count first; the gather of embeddings is differentiable, so each rank's loss sends gradients back to
     the rank that owns the entity."""
-    world = dist.get_world_size()
+    world = dist.get_world_size(group)
     count = torch.tensor([entities.shape[0]], device=entities.device)
     counts = [torch.zeros_like(count) for _ in range(world)]
-    dist.all_gather(counts, count)
+    dist.all_gather(counts, count, group=group)
     counts = [int(c) for c in counts]
     most = max(counts)
     if most == 0:
@@ -43,29 +43,31 @@ def _gather(entities: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor
         # the others
         entities = entities.detach().requires_grad_()
     pad = most - entities.shape[0]
-    all_entities = all_gather_with_grad(F.pad(entities, (0, 0, 0, pad))).split(most)
+    all_entities = all_gather_with_grad(F.pad(entities, (0, 0, 0, pad)), group).split(most)
     all_ids = [torch.zeros(most, dtype=ids.dtype, device=ids.device) for _ in range(world)]
-    dist.all_gather(all_ids, F.pad(ids, (0, pad)))
+    dist.all_gather(all_ids, F.pad(ids, (0, pad)), group=group)
     all_valid = [torch.zeros(most, dtype=torch.uint8, device=valid.device) for _ in range(world)]
-    dist.all_gather(all_valid, F.pad(valid.to(torch.uint8), (0, pad)))  # gloo has no bool collectives
+    dist.all_gather(all_valid, F.pad(valid.to(torch.uint8), (0, pad)), group=group)  # gloo has no bool collectives
     return (torch.cat([e[:c] for e, c in zip(all_entities, counts)]),
             torch.cat([i[:c] for i, c in zip(all_ids, counts)]),
             torch.cat([v[:c] for v, c in zip(all_valid, counts)]).bool())
 
 
 def region_text_loss(regions: torch.Tensor, entities: torch.Tensor, ids: torch.Tensor, scale: torch.Tensor,
-                     bias: torch.Tensor, gather: bool = True, valid: torch.Tensor | None = None) -> torch.Tensor:
+                     bias: torch.Tensor, group: dist.ProcessGroup | None = None,
+                     valid: torch.Tensor | None = None) -> torch.Tensor:
     """Sigmoid loss over all (region, entity) pairs of the global batch, divided by the local region count.
 
     ``regions`` and ``entities`` are (Q, E) L2-normalised, row q of each from the same box; ``ids`` (Q,) int64
     name ids; ``valid`` (Q,) bool marks the rows that are boxes (default: all), so that a fixed-shape batch of
-    box slots needs no boolean indexing: padded rows take part in no pair and in no count. A pair is positive (z = +1) when the names are equal, so two boxes of "dog" are not pushed apart.
-    With torch.distributed initialised and ``gather``, entities come from all ranks; every rank must call this
-    on every step, even with Q = 0, because the gather is a collective. As in objective 1, there is no division
+    box slots needs no boolean indexing: padded rows take part in no pair and in no count. A pair is positive
+    (z = +1) when the names are equal, so two boxes of "dog" are not pushed apart.
+    With a ``group`` of several ranks, entities come from all of them; every rank must call this on every step,
+    even with Q = 0, because the gather is a collective. As in objective 1, there is no division
     by the world size: DDP's gradient averaging does it."""
     valid = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid.bool()
-    if gather and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        entities, all_ids, all_valid = _gather(entities, ids, valid)
+    if spans_ranks(group):
+        entities, all_ids, all_valid = _gather(entities, ids, valid, group)
     else:
         all_ids, all_valid = ids, valid
     logits = scale * regions.float() @ entities.float().T + bias

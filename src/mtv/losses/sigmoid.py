@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from mtv.ops.distributed import all_gather_with_grad
+from mtv.ops.distributed import all_gather_with_grad, spans_ranks
 
 MODES = ("ring", "gather")
 
@@ -82,9 +82,11 @@ def sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor, logi
     return _pair_loss_sum(image, text, scale, bias, negative_only, chunk_size) / image.shape[0]
 
 
-def _exchange(tensor: torch.Tensor, send_to: int, recv_from: int) -> torch.Tensor:
+def _exchange(tensor: torch.Tensor, send_to: int, recv_from: int, group: dist.ProcessGroup) -> torch.Tensor:
+    """``send_to``/``recv_from`` are ranks within ``group``."""
     received = torch.empty_like(tensor)
-    ops = [dist.P2POp(dist.isend, tensor, send_to), dist.P2POp(dist.irecv, received, recv_from)]
+    ops = [dist.P2POp(dist.isend, tensor, group_peer=send_to, group=group),
+           dist.P2POp(dist.irecv, received, group_peer=recv_from, group=group)]
     for request in dist.batch_isend_irecv(ops):
         request.wait()
     return received
@@ -95,19 +97,21 @@ class _RingShift(torch.autograd.Function):
     other way, so the gradient a rank computes for a received block reaches the rank that owns those texts."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, send_to: int, recv_from: int) -> torch.Tensor:
-        ctx.send_to, ctx.recv_from = send_to, recv_from
-        return _exchange(tensor.contiguous(), send_to, recv_from)
+    def forward(ctx, tensor: torch.Tensor, send_to: int, recv_from: int, group: dist.ProcessGroup) -> torch.Tensor:
+        ctx.send_to, ctx.recv_from, ctx.group = send_to, recv_from, group
+        return _exchange(tensor.contiguous(), send_to, recv_from, group)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return _exchange(grad.contiguous(), ctx.recv_from, ctx.send_to), None, None
+        return _exchange(grad.contiguous(), ctx.recv_from, ctx.send_to, ctx.group), None, None, None
 
 
 def distributed_sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor,
                              logit_scale: torch.Tensor | float, logit_bias: torch.Tensor | float,
-                             mode: str = "ring", chunk_size: int | None = None) -> torch.Tensor:
-    """Sigmoid loss of the local images against the texts of every rank, divided by the local batch size B.
+                             mode: str = "ring", chunk_size: int | None = None,
+                             group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    """Sigmoid loss of the local images against the texts of every rank of ``group``, divided by the local batch
+    size B.
 
     Positives are on the local B x B block; every other rank's texts are negatives only. There is no division
     by the world size: DDP averages gradients over ranks, and the mean of the per-rank losses is exactly the
@@ -116,22 +120,22 @@ def distributed_sigmoid_loss(image_features: torch.Tensor, text_features: torch.
 
     ``mode="ring"`` passes texts round the ranks in W − 1 neighbour exchanges, holding one B x D block and one
     B x B logit block at a time; ``mode="gather"`` all-gathers the texts (W·B x D) in one collective.
-    Without an initialised process group, or with one rank, this is `sigmoid_loss`."""
+    With ``group`` None (a single process), or a group of one rank, this is `sigmoid_loss`."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     loss = sigmoid_loss(image_features, text_features, logit_scale, logit_bias, chunk_size=chunk_size)
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not spans_ranks(group):
         return loss
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
     if mode == "gather":
-        texts = all_gather_with_grad(text_features)
+        texts = all_gather_with_grad(text_features, group)
         b = text_features.shape[0]
         others = torch.cat([texts[:rank * b], texts[(rank + 1) * b:]])
         return loss + sigmoid_loss(image_features, others, logit_scale, logit_bias, negative_only=True,
                                    chunk_size=chunk_size)
     received = text_features
     for _ in range(world - 1):
-        received = _RingShift.apply(received, (rank + 1) % world, (rank - 1) % world)
+        received = _RingShift.apply(received, (rank + 1) % world, (rank - 1) % world, group)
         loss = loss + sigmoid_loss(image_features, received, logit_scale, logit_bias, negative_only=True,
                                    chunk_size=chunk_size)
     return loss

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 from torch import nn
+from torch.distributed import ProcessGroup
 from transformers import SiglipModel
 
 from mtv.errors import MTVError
@@ -59,6 +60,7 @@ class Towers:
     layers: dict[int, torch.Tensor] = field(default_factory=dict)  # requested layer -> (B, N, D), clean rows
     captions: torch.Tensor | None = None  # (B, E) L2-normalised
     phrases: torch.Tensor | None = None  # (U, E) L2-normalised
+    group: ProcessGroup | None = None  # the ranks whose batches form the global batch (None: this process)
 
     @property
     def clean_tokens(self) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+from torch.distributed import ProcessGroup
 from transformers import SiglipModel
 
 from mtv.errors import MTVError
@@ -64,9 +65,16 @@ class Grounding(Objective):
         self.cfg, self.text_dim = cfg, text_dim
         self.prompter = Prompter(dim, text_dim, layers=cfg.layers, heads=cfg.heads, box_freqs=cfg.box_freqs,
                                  regions=cfg.region_text, boxes=cfg.text_to_box)
-        if cfg.region_text:
-            self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.init_logit_scale)))
-            self.logit_bias = nn.Parameter(torch.tensor(cfg.init_logit_bias))
+        if cfg.region_text:  # shape (1,) as SiglipModel's: FSDP2 shards no 0-d parameter
+            self.logit_scale = nn.Parameter(torch.tensor([math.log(cfg.init_logit_scale)]))
+            self.logit_bias = nn.Parameter(torch.tensor([cfg.init_logit_bias]))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Heads and checkpoints written while the logit scale and bias were 0-d still load."""
+        for name in ("logit_scale", "logit_bias"):
+            if (value := state_dict.get(prefix + name)) is not None and value.ndim == 0:
+                state_dict[prefix + name] = value.reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def build(cls, cfg: GroundingConfig, model: SiglipModel) -> "Grounding":
@@ -88,17 +96,18 @@ class Grounding(Objective):
             entity = towers.phrases[batch.phrase_index]
         else:
             entity = towers.clean_tokens.new_zeros((*valid.shape, self.text_dim), dtype=torch.float32)
-        return self.loss(towers.clean_tokens, towers.vision.grid, batch.boxes, valid, entity, batch.entity_ids)
+        return self.loss(towers.clean_tokens, towers.vision.grid, batch.boxes, valid, entity, batch.entity_ids,
+                         towers.group)
 
     def after_step(self, model: SiglipModel, schedule) -> None:
         self.clamp_()
 
     def loss(self, patch_tokens: torch.Tensor, grid: tuple[int, int], boxes: torch.Tensor,
-                box_valid: torch.Tensor, entity_emb: torch.Tensor, entity_ids: torch.Tensor
-                ) -> dict[str, torch.Tensor]:
+                box_valid: torch.Tensor, entity_emb: torch.Tensor, entity_ids: torch.Tensor,
+                group: ProcessGroup | None = None) -> dict[str, torch.Tensor]:
         """``patch_tokens`` (B, N, D) of the clean view; ``boxes`` (B, M, 4) normalised xyxy; ``box_valid`` (B, M);
         ``entity_emb`` (B, M, E) L2-normalised; ``entity_ids`` (B, M) int64 `name_id`s. Padded slots may hold
-        anything finite.
+        anything finite. ``group``: the ranks the region-text term gathers entities from (None: this process).
 
         Every slot of every image goes through the prompter (its queries never attend to each other, so padding
         changes no box's output) and the losses weigh the valid slots only: fixed shapes, no data-dependent
@@ -111,7 +120,7 @@ class Grounding(Objective):
             regions = self.prompter.regions(patch_tokens, grid, boxes).flatten(0, 1)
             out["loss_grounding"] = region_text_loss(
                 F.normalize(regions.float(), dim=-1), entity_emb.flatten(0, 1), entity_ids.flatten(),
-                self.logit_scale.float().exp(), self.logit_bias.float(), valid=valid)
+                self.logit_scale.float().exp(), self.logit_bias.float(), group, valid)
         if self.cfg.text_to_box:
             pred = self.prompter.locate(patch_tokens, grid, entity_emb).flatten(0, 1)
             target = xyxy_to_cxcywh(boxes.float()).flatten(0, 1)

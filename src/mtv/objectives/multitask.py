@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed import ProcessGroup
 from transformers import SiglipModel
 
 from mtv.data.batch import Batch
@@ -19,11 +20,12 @@ from mtv.objectives.base import Objective, Towers, registered
 
 class MultiTask(nn.Module):
     """``model`` is exported as it is; ``objectives`` (name -> module, in their order) are the training-only parts,
-    except those marked ``exported`` (grounding and depth ship beside the model for `mtv predict`)."""
+    except those marked ``exported`` (grounding and depth ship beside the model for `mtv predict`). ``group``: the
+    process group the losses gather over (None: one process); the engine passes it, the losses never guess it."""
 
-    def __init__(self, model: SiglipModel, cfg):
+    def __init__(self, model: SiglipModel, cfg, group: ProcessGroup | None = None):
         super().__init__()
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.group = model, cfg, group
         self.objectives = nn.ModuleDict({name: cls.build(getattr(cfg, name), model)
                                          for name, cls in registered().items() if getattr(cfg, name).enabled})
         self.max_log_scale = math.log(cfg.model.max_logit_scale)
@@ -76,7 +78,8 @@ class MultiTask(nn.Module):
         text = self.embed_text(ids) if len(ids) else None
         n = len(captions)
         return Towers(self.model, out, pixels, b, {i: x[:b] for i, x in zip(layers, out.layers)},
-                      captions=text[:n] if n else None, phrases=text[n:] if phrases is not None else None)
+                      captions=text[:n] if n else None, phrases=text[n:] if phrases is not None else None,
+                      group=self.group)
 
     def before_step(self, plan: dict[str, Any]) -> None:
         for name, schedule in plan.items():

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+from torch.distributed import ProcessGroup
 from transformers import SiglipModel
 
 from mtv.data.masking import batch_masks, max_masked_tokens
@@ -208,7 +209,7 @@ class SelfSupervised(Objective):
         student_local = (encode_images(towers.model.vision_model, local.flatten(0, 1)).pooled
                          if local.shape[1] else None)
         return self.loss(towers.vision.pooled, towers.vision.tokens, student_local, towers.pixels, batch.masks,
-                         schedule.teacher_temp)
+                         schedule.teacher_temp, towers.group)
 
     def train(self, mode: bool = True) -> "SelfSupervised":
         """The teacher always runs in eval mode: dropout would add noise to the targets."""
@@ -228,13 +229,14 @@ class SelfSupervised(Objective):
 
     def loss(self, student_global: torch.Tensor, student_global_patches: torch.Tensor,
                 student_local: torch.Tensor | None, teacher_pixels: torch.Tensor, masks: torch.Tensor,
-                teacher_temp: float) -> dict[str, torch.Tensor]:
+                teacher_temp: float, group: ProcessGroup | None = None) -> dict[str, torch.Tensor]:
         """Unweighted loss terms ("loss_dino", "loss_ibot", "loss_koleo"; weight-0 terms are not computed).
 
         ``student_global`` (2B, D) and ``student_global_patches`` (2B, N, D): the student tower on
         [clean; global 2] with ``masks`` (2B, N) applied through ``mask_token``. ``student_local``
         (B * n_local, D), image-major (``local_pixels.flatten(0, 1)`` of a (B, n_local, 3, s, s) batch), or None.
-        ``teacher_pixels`` (2B, 3, S, S): the same [clean; global 2] images, unmasked."""
+        ``teacher_pixels`` (2B, 3, S, S): the same [clean; global 2] images, unmasked. ``group``: the ranks whose
+        batches share the teacher's centring (None: this process)."""
         cfg, b = self.cfg, student_global.shape[0] // 2
         dinov2 = cfg.variant == "dinov2"
         rows = slice(0, 2 * b) if dinov2 else slice(b, 2 * b)  # the views the teacher sees
@@ -246,7 +248,7 @@ class SelfSupervised(Objective):
         terms: dict[str, torch.Tensor] = {}
         if cfg.dino_weight:
             with torch.no_grad():
-                targets = self.dino_centering(self.teacher["head"](teacher.pooled), teacher_temp)
+                targets = self.dino_centering(self.teacher["head"](teacher.pooled), teacher_temp, group=group)
             views = [student_global.unflatten(0, (2, b))] if dinov2 else []
             if student_local is not None and student_local.numel():
                 views.append(student_local.unflatten(0, (b, -1)).transpose(0, 1))
@@ -261,7 +263,7 @@ class SelfSupervised(Objective):
             index, real = masked_tokens(m, slots)
             teacher_tokens = (teacher.tokens[b:] if dinov2 else teacher.tokens).flatten(0, 1)
             with torch.no_grad():
-                targets = self.ibot_centering(teacher_ibot_head(teacher_tokens[index]), teacher_temp, real)
+                targets = self.ibot_centering(teacher_ibot_head(teacher_tokens[index]), teacher_temp, real, group)
             student = student_ibot_head(student_global_patches[b:].flatten(0, 1)[index])
             # the divisor is the maskable views (global view 2; the clean view never is), as DINOv2's all global crops
             terms["loss_ibot"] = ibot_loss(student, targets, m, index, cfg.student_temp)

@@ -43,4 +43,5 @@ class VisionLanguage(Objective):
         model = towers.model
         image = F.normalize(towers.vision.pooled[: towers.batch_size].float(), dim=-1)
         scale, bias = model.logit_scale.float().exp(), model.logit_bias.float()
-        return {"loss_vl": distributed_sigmoid_loss(image, towers.captions, scale, bias, mode=self.cfg.distributed)}
+        return {"loss_vl": distributed_sigmoid_loss(image, towers.captions, scale, bias, mode=self.cfg.distributed,
+                                                     group=towers.group)}

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from mtv.errors import MTVError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -20,20 +22,29 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def group(self) -> dist.ProcessGroup | None:
+        """The group the losses gather over: every rank, or None on one process."""
+        return dist.group.WORLD if dist.is_initialized() else None
+
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
 
 
-def setup(device: str = "auto") -> Dist:
-    """Joins the torchrun process group (gloo on CPU, NCCL on GPU) when WORLD_SIZE > 1."""
+def setup(device: str = "auto", parallel: str = "ddp") -> Dist:
+    """Joins the torchrun process group (gloo on CPU, NCCL on GPU) when WORLD_SIZE > 1, or always under FSDP,
+    whose sharded parameters live on a device mesh even on one rank."""
+    if parallel == "fsdp" and "WORLD_SIZE" not in os.environ:
+        raise MTVError("parallel: fsdp needs the processes torchrun starts (WORLD_SIZE is unset); launch with "
+                       "`torchrun --nproc_per_node N -m mtv.cli train ...` or set parallel: ddp")
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
+    if (world > 1 or parallel == "fsdp") and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return Dist(rank, world, local, dev)
 

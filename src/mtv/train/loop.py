@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import SiglipConfig, SiglipTokenizer
 
@@ -31,6 +30,7 @@ from mtv.train.distributed import Dist, gather_objects, mean_over_ranks, setup, 
 from mtv.train.interrupt import StopRequest, interrupted
 from mtv.train.lock import run_lock
 from mtv.train.logger import MetricsLog
+from mtv.train.parallel import checkpoint_blocks, distribute, is_sharded, whole
 from mtv.train.precision import autocast_dtype
 from mtv.train.optim import build_optimizer, scaled_lr
 from mtv.train.schedule import ScheduleTable
@@ -39,7 +39,7 @@ from mtv.train.step import Engine, compiled, train_step
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Trains ``cfg``; Ctrl-C saves a checkpoint at the current step and raises `TrainingInterrupted`."""
-    d = setup(cfg.device)
+    d = setup(cfg.device, cfg.parallel)
     try:
         with run_lock(cfg.run_dir, enabled=d.main), StopRequest() as stop:
             return _train(cfg, d, resume, progress, stop)
@@ -75,23 +75,24 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRe
         if d.main:
             print(f"model.init: weights of {cfg.model.init}" + (f", {len(skipped)} tensors left freshly "
                   f"initialised by model.init_skip" if skipped else ""))
-    task = MultiTask(model, cfg).to(d.device)
+    task = MultiTask(model, cfg, d.group).to(d.device)
+    if cfg.activation_checkpointing:
+        checkpoint_blocks(task)
+    dtype = autocast_dtype(cfg.precision, d.device)
+    idle = any(o.idles_at_start() for o in task.objectives.values())  # DDP must allow unused parameters then
+    net = distribute(task, cfg.parallel, d, dtype, find_unused=idle)  # before the optimiser: FSDP swaps parameters
     opt, rules = build_optimizer(task, cfg)
     per_step = cfg.batch_size * cfg.optim.accum_steps * d.world_size
     table = ScheduleTable(cfg, task, rules, scaled_lr(cfg.optim, per_step))
     if cfg.optim.lr_scaling != "none" and d.main:
         print(f"optim.lr {cfg.optim.lr:g} for a global batch of {cfg.optim.lr_reference_batch}, scaled "
               f"({cfg.optim.lr_scaling}) to {table.peak_lr:g} for this run's {per_step}")
-    dtype = autocast_dtype(cfg.precision, d.device)
     scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
 
     step, state, nonfinite = 0, StreamState({}), 0
     if ck:
         _check_same_model(ck["config"], cfg, run)
-        model.load_state_dict(ck["model"])
-        for name, objective in task.objectives.items():
-            objective.load_state_dict(ck["objectives"].get(name, {}))
-        opt.load_state_dict(ck["optimizer"])
+        _restore_modules(ck, task, opt, cfg, run)
         _note_new_optim(cfg, ck["config"]["optim"], d)
         scaler.load_state_dict(ck["scaler"])
         _set_rng(ck["rng"][d.rank] if d.rank < len(ck["rng"]) else ck["rng"][0])
@@ -99,10 +100,6 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRe
         state = StreamState.from_dict(ck["data"][d.rank] if d.rank < len(ck["data"]) else None)
     else:
         _seed_everything(cfg.seed + d.rank)
-    idle = any(o.idles_at_start() for o in task.objectives.values())  # DDP must allow unused parameters then
-    net = (DistributedDataParallel(task, find_unused_parameters=idle, broadcast_buffers=False)
-           if d.world_size > 1 else task)
-
     batches = Batches(ShardStream(shards, _decoder(cfg, processor, vision), cfg.batch_size, cfg.seed, d.rank,
                                   d.world_size, cfg.data.shuffle_buffer, state), cfg.data.workers)
     log = MetricsLog(run, step, enabled=d.main)
@@ -142,8 +139,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRe
             record = {"step": step, "loss": mean_over_ranks(sum(terms.values()), d),
                       **{k: mean_over_ranks(v, d) for k, v in sorted(terms.items())},
                       **row.scalars(), "images_per_s": per_step * (step - step_log) / (now - t_log),
-                      "grad_norm": float(result.grad_norm), "logit_scale": model.logit_scale.exp().item(),
-                      "logit_bias": model.logit_bias.item(), "samples_seen": counts.get("seen", 0),
+                      "grad_norm": float(result.grad_norm), "logit_scale": whole(model.logit_scale).exp().item(),
+                      "logit_bias": whole(model.logit_bias).item(), "samples_seen": counts.get("seen", 0),
                       "samples_skipped": counts.get("skipped", 0), "nonfinite_steps": nonfinite,
                       **{f"labels_missing_{k[8:]}": v for k, v in counts.items() if k.startswith("missing/")}}
             log.log(record)
@@ -193,6 +190,22 @@ def _check_same_model(saved: dict, cfg: TrainConfig, run: Path) -> None:
             if now[section].get(key) != value:
                 raise MTVError(f"{run}: was trained with {section}.{key}={value!r}, the config now says "
                                f"{now[section].get(key)!r}; resume with {run / 'config.yaml'} or choose a new run_dir")
+
+
+def _restore_modules(ck: dict, task: MultiTask, opt, cfg: TrainConfig, run: Path) -> None:
+    """Module and optimiser state from either checkpoint form; the form must be the one this run writes."""
+    sharded = "sharded" in ck
+    if sharded != (cfg.parallel == "fsdp"):
+        was = ck["config"].get("parallel", "ddp")
+        raise MTVError(f"{run}: its checkpoints are {'sharded (parallel=fsdp)' if sharded else 'plain'}, the config "
+                       f"now says parallel={cfg.parallel}; resume with parallel={was}")
+    if sharded:
+        checkpoint.restore_sharded(ck["sharded"], task, opt)
+        return
+    task.model.load_state_dict(ck["model"])
+    for name, objective in task.objectives.items():
+        objective.load_state_dict(ck["objectives"].get(name, {}))
+    opt.load_state_dict(ck["optimizer"])
 
 
 def _processor(cfg: TrainConfig, run: Path, shards: list[str], d: Dist):
@@ -343,16 +356,16 @@ def _total_counts(counts, d: Dist) -> dict[str, int]:
 def _save(cfg, run, step, task, opt, scaler, data_state, model_cfg, nonfinite, d: Dist) -> None:
     rngs = gather_objects(_rng_state(), d)
     data = gather_objects(data_state.to_dict(), d)
+    files = {p.name: p.read_bytes() for p in (run / "processor").iterdir() if p.is_file()} if d.main else {}
+    train_state = {"step": step, "nonfinite_steps": nonfinite, "scaler": scaler.state_dict(), "rng": rngs, "data": data, "model_config": model_cfg.to_dict(),
+                   "processor_files": files, "config": cfg.model_dump(mode="json")}
+    if is_sharded(task):
+        checkpoint.save_sharded(train_state, task, opt, run, step, cfg.keep_ckpts, d.main)
+        return
     if d.main:
-        processor = run / "processor"
-        files = {p.name: p.read_bytes() for p in processor.iterdir() if p.is_file()}
-        checkpoint.save({
-            "step": step, "model": task.model.state_dict(), "optimizer": opt.state_dict(),
-            "objectives": {name: objective.state_dict() for name, objective in task.objectives.items()},
-            "nonfinite_steps": nonfinite,
-            "scaler": scaler.state_dict(), "rng": rngs, "data": data,
-            "model_config": model_cfg.to_dict(), "processor_files": files, "config": cfg.model_dump(mode="json"),
-        }, run, step, cfg.keep_ckpts)
+        checkpoint.save({**train_state, "model": task.model.state_dict(), "optimizer": opt.state_dict(),
+                         "objectives": {name: objective.state_dict() for name, objective in task.objectives.items()}},
+                        run, step, cfg.keep_ckpts)
     d.barrier()
 
 

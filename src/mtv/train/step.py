@@ -8,7 +8,6 @@ micro-step is a single flag: whether any term is NaN/inf on any rank, which deci
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,13 +18,14 @@ from mtv.data.batch import Batch
 from mtv.errors import MTVError
 from mtv.objectives.multitask import MultiTask
 from mtv.train.distributed import Dist
+from mtv.train.parallel import gradient_sync, whole
 from mtv.train.schedule import StepSchedule
 
 
 @dataclass
 class Engine:
-    """What a step reads and updates. ``net`` is ``task`` or its DDP wrapper; ``forward`` is ``net`` or
-    ``torch.compile(net)``."""
+    """What a step reads and updates. ``net`` is ``task``, its DDP wrapper or ``task`` sharded by FSDP2
+    (`mtv.train.parallel.distribute`); ``forward`` is ``net`` or ``torch.compile(net)``."""
 
     task: MultiTask
     net: nn.Module
@@ -71,8 +71,7 @@ def train_step(engine: Engine, next_batch: Callable[[int], Batch], row: StepSche
     for micro in range(e.accum_steps):
         batch = next_batch(micro)
         last = micro == e.accum_steps - 1
-        sync = contextlib.nullcontext() if last or d.world_size == 1 else e.net.no_sync()
-        with sync:
+        with gradient_sync(e.net, last or d.world_size == 1):
             with autocast:
                 terms = e.forward(batch, plan)
             bad = nonfinite_terms(terms, d)
@@ -83,9 +82,9 @@ def train_step(engine: Engine, next_batch: Callable[[int], Batch], row: StepSche
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v.detach().double() / e.accum_steps
     e.scaler.unscale_(e.opt)
-    params = [p for p in e.task.parameters() if p.grad is not None]
-    grad_norm = (torch.nn.utils.clip_grad_norm_(params, e.grad_clip) if e.grad_clip
-                 else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+    params = [p for p in e.task.parameters() if p.grad is not None]  # DTensors under FSDP: norms span the shards
+    grad_norm = whole(torch.nn.utils.clip_grad_norm_(params, e.grad_clip) if e.grad_clip
+                      else torch.nn.utils.get_total_norm([p.grad for p in params]))
     e.scaler.step(e.opt)
     e.scaler.update()
     e.opt.zero_grad(set_to_none=True)
