@@ -94,9 +94,8 @@ def write_spair(root):
 @pytest.mark.parametrize("convention", ["centre", "probe3d"])
 def test_spair_suite_reports_the_convention_and_viewpoint_bins_as_the_reference_computes(
         eval_model_dir, tmp_path, convention):
+    from mtv.eval.encoders import load_encoder
     from mtv.eval.suite import FeatureStore, run_suite
-    from mtv.models.siglip import load_siglip
-    from mtv.models.tokenizer import load_processor
 
     root = write_spair(tmp_path / "data")
     split = load_spair(root)
@@ -107,8 +106,7 @@ def test_spair_suite_reports_the_convention_and_viewpoint_bins_as_the_reference_
     assert cfg["convention"] == convention and cfg["matching"].startswith("Probe3D" if convention == "probe3d"
                                                                           else "query sampled")
     # the reference: features of the same model, each pair scored from its definition, then averaged by hand
-    model, processor = load_siglip(eval_model_dir).eval(), load_processor(eval_model_dir)
-    feats = FeatureStore(model, processor, [1], batch_size=64, cache=False, progress=False)(split)
+    feats = FeatureStore(load_encoder(eval_model_dir), [1], batch_size=64, cache=False, progress=False)(split)
     fmap = lambda i: feats.tokens[i].float().T.reshape(-1, *feats.grid)  # noqa: E731
     by_bin: dict = {}
     for p in split.sem_pairs:

@@ -255,19 +255,18 @@ def test_feature_rows_stay_aligned_when_a_whole_batch_fails_to_open(eval_model_d
     from PIL import Image
 
     from mtv.eval.benchmarks import Split
+    from mtv.eval.encoders import load_encoder
     from mtv.eval.suite import FeatureStore
-    from mtv.models.siglip import load_siglip
-    from mtv.models.tokenizer import load_processor
 
-    model, processor = load_siglip(eval_model_dir).eval(), load_processor(eval_model_dir)
+    encoder = load_encoder(eval_model_dir)
     pngs = []
     for colour in ("red", "blue"):
         buf = io.BytesIO()
         Image.new("RGB", (40, 30), colour).save(buf, format="PNG")
         pngs.append(buf.getvalue())
     split = Split(name="t", images=[b"not an image", b"nor this", *pngs])
-    feats = FeatureStore(model, processor, [1], batch_size=2, cache=False, progress=False)(split)
-    alone = FeatureStore(model, processor, [1], batch_size=2, cache=False, progress=False)(
+    feats = FeatureStore(encoder, [1], batch_size=2, cache=False, progress=False)(split)
+    alone = FeatureStore(encoder, [1], batch_size=2, cache=False, progress=False)(
         Split(name="u", images=pngs))
     assert feats.ok.tolist() == [False, False, True, True] and len(feats.tokens) == 4 == len(feats.pooled)
     assert torch.equal(feats.tokens[2:], alone.tokens) and torch.equal(feats.pooled[2:], alone.pooled)

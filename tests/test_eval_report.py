@@ -30,7 +30,7 @@ def test_compare_writes_radar_and_table(tmp_path, capsys):
     with Image.open(tmp_path / "cmp" / "radar.png") as im:
         assert im.size[0] > 800
     md = (tmp_path / "cmp" / "compare.md").read_text()
-    assert "| metric | VL | VL+SSL |" in md
+    assert "| metric | VL | VL+SSL |" in md  # the every-metric table, after the headline one
     assert "| depth_rmse | 0.600 | 0.500 |" in md and "| seg_miou | 40.0% | 48.0% |" in md
     assert "| grounding_acc50 | — | 50.0% |" in md
 
@@ -46,9 +46,9 @@ def test_compare_names_same_named_runs_apart_and_shows_their_floor(tmp_path):
         runs.append(run)
     compare(runs, tmp_path / "cmp")
     md = (tmp_path / "cmp" / "compare.md").read_text()
-    # two floors that differ are averaged into one reference column
-    assert "| metric | a/eval | b/eval | untrained floor | image-free prior |" in md
-    assert "| seg_miou | 40.0% | 40.0% | 30.0% | 10.0% |" in md
+    # each run keeps its own floor (runs may be different encoders); the image-free prior is the data's, one column
+    assert "| metric | a/eval | b/eval | a/eval untrained floor | b/eval untrained floor | image-free prior |" in md
+    assert "| seg_miou | 40.0% | 40.0% | 20.0% | 40.0% | 10.0% |" in md
 
 
 def test_axes_put_the_best_run_on_the_rim_whichever_direction_is_better():
@@ -112,3 +112,33 @@ def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_partial_file(tmp_pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err and str(tmp_path / "cmp" / "radar.png") in err
     assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == ["compare.md"]  # whole, or not there
+
+
+def _model(path, metrics, floor=None, not_applicable=None):
+    path.mkdir()
+    (path / "report.json").write_text(json.dumps({"metrics": metrics, "metrics_floor": floor or {},
+                                                  "metrics_prior": {"seg_miou": 0.1},
+                                                  "not_applicable": not_applicable or {}}))
+    return str(path)
+
+
+def test_several_encoders_share_one_table_5_and_one_radar(tmp_path):
+    """Rows are models, each followed by its own untrained floor; columns are the headline metrics; a text
+    metric of an image-only encoder reads n/a; the radar has one legend entry per model and per model's floor."""
+    dense = {k: v for k, v in RUN.items() if not k.startswith(("zeroshot", "retrieval"))}
+    text_free = {"zeroshot": "a dinov2 encoder has no text tower", "retrieval": "a dinov2 encoder has no text tower"}
+    runs = [_model(tmp_path / "siglip", RUN, floor={"seg_miou": 0.3, "depth_rmse": 0.7}),
+            _model(tmp_path / "dinov2", {**dense, "seg_miou": 0.5}, floor={"seg_miou": 0.25},
+                   not_applicable=text_free)]
+    s = compare(runs, tmp_path / "cmp")
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert ("| model | zero-shot classification | I→T retrieval | semantic seg. (mIoU) | geometric corr. | "
+            "semantic corr. | mono. depth (RMSE) |") in md
+    assert "| siglip | 30.0% | 20.0% | 40.0% | 35.0% | 20.0% | 0.600 |" in md
+    assert "| siglip untrained floor | — | — | 30.0% | — | — | 0.700 |" in md
+    assert "| dinov2 | n/a | n/a | 50.0% | 35.0% | 20.0% | 0.600 |" in md
+    assert "| dinov2 untrained floor | n/a | n/a | 25.0% | — | — | — |" in md
+    assert "| image-free prior | — | — | 10.0% | — | — | — |" in md
+    assert "| zeroshot_top1 | 30.0% | n/a | — | — | — |" in md  # every-metric table: n/a, and no floor has it
+    assert s["axes"] == ["seg_miou", "corr_geo_recall", "corr_sem_pck", "depth_rmse"]  # what both report
+    assert s["legend"] == ["siglip untrained floor", "siglip", "dinov2 untrained floor", "dinov2"]

@@ -11,6 +11,7 @@ from mtv.data.schema import decode_image
 from mtv.data.shards import DATASET_META, list_shards, read_samples
 from mtv.errors import MTVError
 from mtv.eval import evaluate
+from mtv.eval.encoders import load_encoder
 from mtv.eval.features import embed_images, embed_texts
 
 KEYS_BAD = ("00000003", "00000010")  # eval_shards' undecodable image and empty caption
@@ -39,8 +40,10 @@ def test_report_json(eval_report, eval_model_dir, eval_shards):
     assert report["chance"]["retrieval_t2i_r1"] == pytest.approx(1 / 22)
     assert report["skipped"] == {"total": 2, "bad_image": 1, "empty_caption": 1}
     assert report["not_run"] == {}
+    encoder = report["config"].pop("encoder")
     assert report["config"] == {"batch_size": 5, "templates": ["a photo of a {}.", "a rendering of a {}."],
                                 "template_set": "dataset.json", "undefined": {}, "max_samples": None}
+    assert encoder["family"] == "siglip" and encoder["image"]["size"] == [32, 32] and encoder["logit_bias"] == -10
     assert set(report["versions"]) == {"mtv", "torch", "transformers", "python"}
 
 
@@ -62,7 +65,8 @@ def test_embedding_path_reproduces_the_quickstart_logits(eval_model_dir, eval_sh
     inputs = processor(text=texts, images=images, padding="max_length", return_tensors="pt")
     with torch.no_grad():
         expected = model(**inputs).logits_per_image
-    cos = embed_images(model, processor, images, batch_size=2) @ embed_texts(model, processor, texts, batch_size=3).T
+    encoder = load_encoder(eval_model_dir)
+    cos = embed_images(encoder, images, batch_size=2) @ embed_texts(encoder, texts, batch_size=3).T
     ours = cos * model.logit_scale.detach().exp() + model.logit_bias.detach()
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
 
@@ -88,7 +92,7 @@ def test_user_mistakes_are_one_line_errors(eval_model_dir, eval_shards, tmp_path
     (tmp_path / "bad_model" / "config.json").write_text("{not json")
     cases = [
         (tmp_path / "empty", eval_shards, tmp_path / "out", "not a model directory"),
-        (tmp_path / "bad_model", eval_shards, tmp_path / "out", "not a SiglipModel"),
+        (tmp_path / "bad_model", eval_shards, tmp_path / "out", "config.json: not a readable model config"),
         (eval_model_dir, tmp_path / "empty", tmp_path / "out", "no .tar shards"),
         # The output is checked first, before the (bad) model and data are even looked at.
         (tmp_path / "empty", tmp_path / "empty", tmp_path / "a_file" / "out", "cannot write the report"),

@@ -64,7 +64,6 @@ def test_predict_writes_scores_and_a_depth_colour_bar(eval_model_dir, tmp_path, 
     scores = [b["score"] for b in result["boxes"]]
     assert all(0 < s < 1 for s in scores) and scores[0] == scores[1]  # one phrase twice: one box, one score
     # the score is the region-text head's sigmoid(t cos + b) for the predicted box, computed here by hand
-    from mtv.eval.features import embed_texts
     from mtv.heads import load_heads
     from mtv.models.tokenizer import load_processor
     from mtv.models.vision import encode_images
@@ -74,7 +73,8 @@ def test_predict_writes_scores_and_a_depth_colour_bar(eval_model_dir, tmp_path, 
     with torch.no_grad():
         pixels = processor(images=Image.open(photo).convert("RGB"), return_tensors="pt")["pixel_values"]
         tower = encode_images(siglip.vision_model, pixels)
-        text = embed_texts(siglip, processor, ["a red cube"])
+        tokens = processor(text=["a red cube"], padding="max_length", return_tensors="pt")
+        text = torch.nn.functional.normalize(siglip.get_text_features(**tokens).pooler_output, dim=-1)
         box = torch.tensor([[v / 64 for v in result["boxes"][0]["box"]]])
         region = g.prompter.regions(tower.tokens[:1], tower.grid, box[None])[0, 0]
         cos = torch.nn.functional.cosine_similarity(region, text[0], dim=0)

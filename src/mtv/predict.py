@@ -16,6 +16,8 @@ from mtv.atomic import write_bytes, write_text
 from mtv.data.decode import open_image
 from mtv.data.schema import encode_png
 from mtv.errors import MTVError, SkipSample, writable_dir
+from mtv.eval.encoders import ImageSpec
+from mtv.eval.encoders.siglip import SiglipEncoder
 from mtv.eval.features import embed_texts
 from mtv.heads import load_heads
 from mtv.models.siglip import load_siglip
@@ -40,6 +42,7 @@ def predict(model_dir: str | os.PathLike, image: str | os.PathLike, phrases: lis
     boxes with scores. ``prediction.json`` lists what was not predicted and why; an export with neither head
     is a one-line error. Returns what ``prediction.json`` holds."""
     model, processor = load_siglip(model_dir).eval(), load_processor(model_dir)
+    encoder = SiglipEncoder(model, ImageSpec.from_pretrained(model_dir), str(model_dir), processor.tokenizer)
     heads = load_heads(model_dir, model)
     depth_head, grounding = heads.get("depth"), heads.get("grounding") if phrases else None
     if depth_head is None and grounding is None:
@@ -57,7 +60,7 @@ def predict(model_dir: str | os.PathLike, image: str | os.PathLike, phrases: lis
     else:
         result["not_predicted"]["depth"] = "the export has no depth head"
     if grounding is not None:
-        result["boxes"] = _boxes(model, processor, grounding, tower, img, phrases)
+        result["boxes"] = _boxes(encoder, grounding, tower, img, phrases)
         write_bytes(out / "boxes.png", _png(draw_boxes(img, result["boxes"])))
     elif phrases:
         result["not_predicted"]["boxes"] = "the export has no grounding head"
@@ -75,8 +78,8 @@ def _depth(head, tower, pixels, img: Image.Image, out: Path) -> dict:
     return {"type": "inverse_relative", "scale": scale, "shift": low - scale, "file": "depth.png"}
 
 
-def _boxes(model, processor, grounding, tower, img: Image.Image, phrases: list[str]) -> list[dict]:
-    text = embed_texts(model, processor, phrases)
+def _boxes(encoder: SiglipEncoder, grounding, tower, img: Image.Image, phrases: list[str]) -> list[dict]:
+    text = embed_texts(encoder, phrases)
     boxes = grounding.predict_boxes(tower.tokens[0], tower.grid, text)
     scores = grounding.score_boxes(tower.tokens[0], tower.grid, boxes, text)
     pixels = (boxes * torch.tensor([img.width, img.height] * 2)).tolist()

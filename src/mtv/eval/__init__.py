@@ -1,7 +1,8 @@
-"""`mtv eval`: zero-shot classification and image-text retrieval of any `SiglipModel` directory.
+"""`mtv eval`: zero-shot classification and image-text retrieval of any encoder with a text tower (SigLIP, MTV,
+CLIP: `mtv.eval.encoders`).
 
-Ours, Google's and the released MTV weights all go through the same code (the model's own processor, the Quick
-Start's inputs), so their reports compare side by side. Metric functions live in the submodules as pure
+Every family goes through the same code (the model's own preprocessing and tokenizer; for SigLIP the Quick
+Start's inputs), so their reports compare side by side; an image-only encoder reports both as not applicable. Metric functions live in the submodules as pure
 functions on tensors, for the probe suites to reuse.
 """
 
@@ -16,13 +17,12 @@ from tqdm import tqdm
 from mtv.data.schema import decode_caption, decode_image, decode_json
 from mtv.data.shards import DATASET_META, ReadStats, dataset_meta, list_shards, read_samples
 from mtv.errors import MTVError, SkipSample, writable_dir
+from mtv.eval.encoders import Encoder, load_encoder
 from mtv.eval.features import embed_images, embed_texts
 from mtv.eval.report import versions, write_report
 from mtv.eval.retrieval import retrieval_chance, retrieval_recall
 from mtv.eval.zeroshot import (class_embeddings, class_prompts, template_set, undefined_ks, zeroshot_accuracy,
                                zeroshot_chance)
-from mtv.models.siglip import load_siglip
-from mtv.models.tokenizer import load_processor
 from mtv.progress import on_terminal
 
 
@@ -34,6 +34,8 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 __all__ = ["evaluate", "run_suite"]
+
+NEEDS_TEXT = ("zeroshot", "retrieval", "grounding")  # probes an image-only encoder reports as not applicable
 
 
 @dataclass
@@ -69,7 +71,7 @@ def _label(info: dict, class_index: dict[str, int]) -> int:
     return -1
 
 
-def _embed_samples(model, processor, paths: list[str], classes: list[str], batch_size: int,
+def _embed_samples(encoder: Encoder, paths: list[str], classes: list[str], batch_size: int,
                    max_samples: int | None, stats: ReadStats, progress: bool) -> Embedded:
     """Decodes and embeds samples batch by batch, so memory holds one batch of images, not the data set.
 
@@ -82,8 +84,9 @@ def _embed_samples(model, processor, paths: list[str], classes: list[str], batch
     bar = tqdm(total=max_samples, desc="eval: embedding", unit="sample", disable=not on_terminal(progress))
 
     def flush() -> None:
-        image_chunks.append(embed_images(model, processor, images, batch_size))
-        text_chunks.append(embed_texts(model, processor, new_texts, batch_size))
+        image_chunks.append(embed_images(encoder, images, batch_size))
+        if new_texts:
+            text_chunks.append(embed_texts(encoder, new_texts, batch_size))
         bar.update(len(images))
         images.clear()
         new_texts.clear()
@@ -118,7 +121,7 @@ def _skipped(stats: ReadStats) -> dict[str, int]:
             **{k.split("/", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("skipped/")}}
 
 
-def score_embeddings(model, processor, emb: Embedded, classes: list[str], templates: list[str],
+def score_embeddings(encoder: Encoder, emb: Embedded, classes: list[str], templates: list[str],
                      batch_size: int) -> tuple[dict, dict, dict]:
     """Zero-shot and retrieval metrics, their chance levels, and why zero-shot did not run (if it did not)."""
     metrics, chance, not_run = {}, {}, {}
@@ -128,7 +131,7 @@ def score_embeddings(model, processor, emb: Embedded, classes: list[str], templa
     elif not labelled.any():
         not_run["zeroshot"] = "no sample has a 'class' or 'class_id' in its json that names a listed class"
     else:
-        prompt_emb = embed_texts(model, processor, class_prompts(classes, templates), batch_size)
+        prompt_emb = embed_texts(encoder, class_prompts(classes, templates), batch_size)
         class_emb = class_embeddings(prompt_emb, len(classes))
         zs = zeroshot_accuracy(emb.image_emb[labelled], class_emb, emb.labels[labelled])
         metrics.update({f"zeroshot_{k}": v for k, v in zs.items()})
@@ -149,25 +152,44 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
     writable_dir(out, "report", "--out directory")  # fail in seconds, not after the embedding pass
     paths = list_shards(data)
     classes, templates, templates_from = _zeroshot_setup(dataset_meta(data), data)
-    model = load_siglip(model_dir)
-    processor = load_processor(model_dir)
-    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    encoder = load_encoder(model_dir)
+    if not encoder.has_text:
+        return _text_free_report(encoder, model_dir, data, out, batch_size, max_samples)
+    encoder.model.to("cuda" if torch.cuda.is_available() else "cpu")
 
     stats = ReadStats()
-    emb = _embed_samples(model, processor, paths, classes, batch_size, max_samples, stats, progress)
-    metrics, chance, not_run = score_embeddings(model, processor, emb, classes, templates, batch_size)
+    emb = _embed_samples(encoder, paths, classes, batch_size, max_samples, stats, progress)
+    metrics, chance, not_run = score_embeddings(encoder, emb, classes, templates, batch_size)
     ran = "zeroshot" not in not_run
 
     report = {
         "model": model_dir, "data": data, "num_samples": len(emb.labels), "num_texts": len(emb.text_emb),
         "num_classes": len(classes),
         "num_zeroshot_samples": int((emb.labels >= 0).sum()) if ran else 0,
-        "metrics": metrics, "chance": chance, "not_run": not_run, "skipped": _skipped(stats),
-        "config": {"batch_size": batch_size, "templates": templates if ran else None,
+        "metrics": metrics, "chance": chance, "not_run": not_run, "not_applicable": {}, "skipped": _skipped(stats),
+        "config": {"encoder": encoder.describe(), "batch_size": batch_size, "templates": templates if ran else None,
                    "template_set": templates_from if ran else None,
                    "undefined": {f"zeroshot_{k}": v for k, v in undefined_ks(len(classes)).items()} if ran else {},
                    "max_samples": max_samples},
         "versions": versions(),
     }
+    write_report(report, out)
+    return report
+
+
+def not_applicable(encoder: Encoder, probes: list[str]) -> dict[str, str]:
+    """The ``probes`` that need a text tower, when ``encoder`` has none, with why."""
+    return {p: f"a {encoder.family} encoder has no text tower" for p in probes if not encoder.has_text
+            and p in NEEDS_TEXT}
+
+
+def _text_free_report(encoder: Encoder, model_dir: str, data: str, out: str, batch_size: int,
+                      max_samples: int | None) -> dict:
+    """Zero-shot and retrieval of an image-only encoder: not applicable, said in the report, not an error."""
+    report = {"model": model_dir, "data": data, "num_samples": 0, "num_texts": 0, "num_classes": 0,
+              "num_zeroshot_samples": 0, "metrics": {}, "chance": {}, "not_run": {},
+              "not_applicable": not_applicable(encoder, ["zeroshot", "retrieval"]), "skipped": {"total": 0},
+              "config": {"encoder": encoder.describe(), "batch_size": batch_size, "max_samples": max_samples},
+              "versions": versions()}
     write_report(report, out)
     return report

@@ -10,9 +10,12 @@ def _eval(a: argparse.Namespace) -> None:
         from mtv.eval import evaluate
 
         r = evaluate(a.model, a.data, a.out, batch_size=a.batch_size, max_samples=a.max_samples)
-        print("eval: " + ", ".join(f"{k} {v:.1%}" for k, v in r["metrics"].items()) + f" — {a.out}/report.md")
+        if r["metrics"]:
+            print("eval: " + ", ".join(f"{k} {v:.1%}" for k, v in r["metrics"].items()) + f" — {a.out}/report.md")
         for probe, why in r["not_run"].items():
             print(f"eval: {probe} not run: {why}")
+        for probe, why in r["not_applicable"].items():
+            print(f"eval: {probe} not applicable: {why} (the dense probes run with --suite) — {a.out}/report.md")
         return
     from mtv.eval.report import format_metric
     from mtv.eval.suite import run_suite
@@ -25,8 +28,10 @@ def _eval(a: argparse.Namespace) -> None:
         if k in r["metrics"]:
             print(f"  {k}: {format_metric(k, r['metrics'][k])}"
                   + (f" (untrained floor {format_metric(k, floor[k])})" if k in floor else ""))
-    print(f"eval: {len(r['metrics'])} metrics from {len(r['probes']) - len(r['not_run'])} probes"
+    ran = len(r["probes"]) - len(r["not_run"]) - len(r["not_applicable"])
+    print(f"eval: {len(r['metrics'])} metrics from {ran} probes of a {r['config']['encoder']['family']} encoder"
           + (f", not run: {', '.join(r['not_run'])}" if r["not_run"] else "")
+          + (f", not applicable: {', '.join(r['not_applicable'])}" if r["not_applicable"] else "")
           + f", skipped {r['skipped']['total']} — {a.out}/report.md")
 
 
@@ -39,8 +44,10 @@ def _report(a: argparse.Namespace) -> None:
 
 
 def add_parser(sub) -> None:
-    v = sub.add_parser("eval", help="zero-shot, retrieval and the probe suite on any SiglipModel directory")
-    v.add_argument("--model", required=True, help="any SiglipModel directory: an mtv export, Google's SigLIP, ...")
+    v = sub.add_parser("eval", help="zero-shot, retrieval and the probe suite on a saved vision encoder")
+    v.add_argument("--model", required=True,
+                   help="a saved SiglipModel (SigLIP, SigLIP 2, an mtv export), CLIPModel, Dinov2Model, DINOv3ViTModel "
+                        "or other AutoModel ViT directory; image-only encoders report the text probes as not applicable")
     v.add_argument("--data", required=True,
                    help="held-out world shards, or (with --suite real) the folder holding the real benchmarks")
     v.add_argument("--out", required=True, help="folder for report.json and report.md")

@@ -1,6 +1,7 @@
-"""The untrained floor of a report: an encoder of the evaluated model's architecture that never took a step,
-built with the init seed and logit initialisation its training used (read from ``mtv_export.json``), so that
-"trained minus floor" is what training changed and nothing else.
+"""The untrained floor of a report: an encoder of the evaluated model's family and architecture that never took a
+step (an untrained CLIP for a CLIP, an untrained DINOv2 for a DINOv2), built with the init seed and logit
+initialisation its training used (read from ``mtv_export.json``), so that "trained minus floor" is what training
+changed and nothing else.
 
 Both the untrained model and its report are cached under ``$MTV_CACHE`` (default ``~/.cache/mtv``): the model
 per architecture and init, the report per model, data, probe list and probe settings, so the floor costs
@@ -17,11 +18,9 @@ import os
 import shutil
 from pathlib import Path
 
-from transformers import SiglipConfig
-
 from mtv import __version__
 from mtv.data.shards import DATASET_META
-from mtv.models.siglip import build_model
+from mtv.eval.encoders import encoder_class, read_config
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 KEYED_SOURCES = ("eval", "models")  # the probes, and the code that builds and runs the untrained twin
@@ -52,15 +51,14 @@ def source_digest(root: Path | None = None) -> str:
 
 
 def init_recipe(model_dir: str | os.PathLike) -> dict:
-    """Seed and logit init of the model's training run; SigLIP's defaults and seed 0 for a model we did not
-    train (its ``source`` says which)."""
+    """Seed and logit init of the model's training run; seed 0 for a model we did not train, whose family then
+    initialises as it does by default (its ``source`` says which)."""
     path = Path(model_dir) / "mtv_export.json"
     if path.exists():
         cfg = json.loads(path.read_text())["config"]
         return {"seed": cfg["seed"], "init_logit_scale": cfg["model"]["init_logit_scale"],
                 "init_logit_bias": cfg["model"]["init_logit_bias"], "source": "mtv_export.json"}
-    return {"seed": 0, "init_logit_scale": 10.0, "init_logit_bias": -10.0,
-            "source": "defaults (the model has no mtv_export.json)"}
+    return {"seed": 0, "source": "defaults (the model has no mtv_export.json)"}
 
 
 def publish(tmp: Path, final: Path) -> None:
@@ -74,19 +72,19 @@ def publish(tmp: Path, final: Path) -> None:
 
 
 def untrained_model(model_dir: str | os.PathLike) -> tuple[Path, dict]:
-    """The cached untrained twin of ``model_dir`` (weights from the init seed, the same tokenizer and image
-    processor files) and its init recipe."""
+    """The cached untrained twin of ``model_dir`` (its family's model from the init seed, the same tokenizer and
+    image processor files) and its init recipe."""
     model_dir = Path(model_dir)
     recipe = init_recipe(model_dir)
-    config = SiglipConfig.from_pretrained(model_dir)
-    arch = {k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    family = encoder_class(str(model_dir))
+    arch = {k: v for k, v in read_config(model_dir).items() if k not in ("_name_or_path", "transformers_version")}
     out = cache_root() / "untrained" / _digest({"arch": arch, "recipe": recipe, "mtv": __version__,
                                                 "source": source_digest()})
     if (out / "config.json").exists():
         return out, recipe
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    build_model(config, recipe["init_logit_scale"], recipe["init_logit_bias"], seed=recipe["seed"]).save_pretrained(tmp)
+    family.untrained(str(model_dir), recipe).save_pretrained(tmp)
     for f in model_dir.iterdir():
         if f.is_file() and f.name not in _MODEL_FILES:
             shutil.copy(f, tmp / f.name)

@@ -1,7 +1,11 @@
 """``mtv report RUN_DIR [RUN_DIR ...]``: several runs' ``report.json`` side by side — a radar plot in the style of
 the paper's Figure 1 (one filled polygon per run, or for `mtv ablate`'s seeds a mean ± std band; each axis scaled
-to the runs' own range with the best value outermost, values written along the axes in the run's colour) and a
-markdown table."""
+to the runs' own range with the best value outermost, values written along the axes in the run's colour; each
+run's own untrained floor dashed in its colour) and markdown tables: the headline metrics in the layout of the
+paper's Table 5 (a row per model and one per model's floor, a column per metric) and every metric.
+
+The runs may be different encoder families (SigLIP, CLIP, DINOv2, MTV): each brings its own floor, and a metric
+its encoder cannot measure (a text probe of an image-only encoder) reads "n/a", not "—"."""
 
 from __future__ import annotations
 
@@ -70,10 +74,11 @@ def _spreads(spreads: list[dict | None] | None, n: int) -> list[dict]:
     return [{k: v for k, v in (s or {}).items() if v is not None} for s in spreads or [None] * n]
 
 
-def _drawn(k: str, runs: list[tuple[str, dict]], spreads: list[dict], floor: dict) -> list[float]:
-    """Every value drawn on axis ``k``: each run's mean ± std, and the floor."""
+def _drawn(k: str, runs: list[tuple[str, dict]], spreads: list[dict], floor: dict,
+           floors: list[dict] = ()) -> list[float]:
+    """Every value drawn on axis ``k``: each run's mean ± std, the shared floor and each run's own floor."""
     return [v for (_, m), s in zip(runs, spreads) for v in (m[k] - s.get(k, 0), m[k] + s.get(k, 0))] \
-        + ([floor[k]] if k in floor else [])
+        + [f[k] for f in (floor, *floors) if k in f]
 
 
 def _closed(angles, radii):
@@ -84,12 +89,13 @@ def _closed(angles, radii):
 
 
 def radar(runs: list[tuple[str, dict]], path: str | os.PathLike, spreads: list[dict | None] | None = None,
-          floor: dict | None = None) -> list[str]:
-    """Writes the radar PNG over the axes every run reports; returns those metric keys.
+          floor: dict | None = None, floors: list[dict | None] | None = None) -> tuple[list[str], list[str]]:
+    """Writes the radar PNG over the axes every run reports; returns those metric keys and the legend's labels.
 
     ``spreads`` (one dict of metric -> std per run, or ``None``) shades mean ± std around each run's polygon, so
     gaps within seed noise look like it; ``floor`` (metric -> value of an untrained encoder) adds a dashed grey
-    polygon, the level training has to beat."""
+    polygon, the level training has to beat; ``floors`` (one per run, or ``None``) draws each run's own floor
+    dashed in the run's colour, for runs of different architectures."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,8 +105,8 @@ def radar(runs: list[tuple[str, dict]], path: str | os.PathLike, spreads: list[d
     keys = [k for k in AXES if all(k in m for _, m in runs)]
     if len(keys) < 3:
         raise MTVError(f"the runs share {len(keys)} radar metric(s) ({', '.join(keys) or 'none'}); a radar needs 3")
-    spreads, floor = _spreads(spreads, len(runs)), floor or {}
-    scales = {k: _axis_scale(_drawn(k, runs, spreads, floor), k.endswith(LOWER_IS_BETTER)) for k in keys}
+    spreads, floor, floors = _spreads(spreads, len(runs)), floor or {}, [f or {} for f in floors or [None] * len(runs)]
+    scales = {k: _axis_scale(_drawn(k, runs, spreads, floor, floors), k.endswith(LOWER_IS_BETTER)) for k in keys}
     angles = np.arange(len(keys)) * 2 * np.pi / len(keys)
     fig = plt.figure(figsize=(8, 8))
     ax = fig.add_subplot(polar=True)
@@ -113,10 +119,15 @@ def radar(runs: list[tuple[str, dict]], path: str | os.PathLike, spreads: list[d
     ax.set_xticklabels([AXES[k] for k in keys], fontsize=13, color="#444")
     ax.tick_params(axis="x", pad=22)
     ax.grid(color="#bbb")
-    if floor:  # NaN where the floor lacks an axis: the outline breaks there instead of inventing a value
-        ax.plot(*_closed(angles, [scales[k](floor[k]) if k in floor else np.nan for k in keys]), color="#888",
-                linestyle="--", linewidth=2, label="untrained floor")
-    for (name, metrics), spread, colour in zip(runs, spreads, COLOURS * 4):
+    def dashed(level: dict, colour: str, label: str) -> None:  # NaN where a floor lacks an axis: the outline breaks
+        ax.plot(*_closed(angles, [scales[k](level[k]) if k in level else np.nan for k in keys]), color=colour,
+                linestyle="--", linewidth=2, label=label)
+
+    if floor:
+        dashed(floor, "#888", "untrained floor")
+    for (name, metrics), spread, own_floor, colour in zip(runs, spreads, floors, COLOURS * 4):
+        if own_floor:
+            dashed(own_floor, colour, f"{name} untrained floor")
         r = [scales[k](metrics[k]) for k in keys]
         closed_a, closed_r = _closed(angles, r)
         ax.plot(closed_a, closed_r, color=colour, linewidth=3, label=name)
@@ -130,43 +141,66 @@ def radar(runs: list[tuple[str, dict]], path: str | os.PathLike, spreads: list[d
             ax.text(a, rad + 0.06, format_metric(k, metrics[k]).rstrip("%"), color=colour, fontsize=10,
                     ha="center", va="center")
     # below the plot, never over an axis label
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(3, len(runs) + bool(floor)), fontsize=12,
-              frameon=False)
+    legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=12, frameon=False)
     fig.tight_layout()
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=150, format="png")
     finally:
         plt.close(fig)
-    return keys
+    return keys, [t.get_text() for t in legend.get_texts()]
 
 
-def table(runs: list[tuple[str, dict]], spreads: list[dict | None] | None = None) -> str:
-    """Every metric any run reports, one column per run; — where a run lacks it. With ``spreads`` (metric -> std
-    per run, or ``None``) a cell reads "mean ± std", so a difference can be judged against the noise."""
+def _cell(k: str, metrics: dict, spread: dict, inapplicable: dict) -> str:
+    if k in metrics:
+        return format_metric(k, metrics[k]) + (f" ± {format_metric(k, spread[k])}" if k in spread else "")
+    return "n/a" if any(k.startswith(probe + "_") for probe in inapplicable) else "—"
+
+
+def table(runs: list[tuple[str, dict]], spreads: list[dict | None] | None = None,
+          not_applicable: list[dict] | None = None) -> str:
+    """Every metric any run reports, one column per run; — where a run lacks it, n/a where its ``not_applicable``
+    (probe -> why, one per run, or ``None``) names the probe. With ``spreads`` (metric -> std per run, or
+    ``None``) a cell reads "mean ± std", so a difference can be judged against the noise."""
     keys = list(dict.fromkeys(k for _, m in runs for k in m))
-    spreads = _spreads(spreads, len(runs))
-
-    def cell(k: str, m: dict, s: dict) -> str:
-        if k not in m:
-            return "—"
-        return format_metric(k, m[k]) + (f" ± {format_metric(k, s[k])}" if k in s else "")
-
+    spreads, inapplicable = _spreads(spreads, len(runs)), not_applicable or [{}] * len(runs)
     lines = ["| metric | " + " | ".join(n for n, _ in runs) + " |", "|---|" + "---:|" * len(runs)]
-    lines += [f"| {k} | " + " | ".join(cell(k, m, s) for (_, m), s in zip(runs, spreads)) + " |" for k in keys]
+    lines += [f"| {k} | " + " | ".join(_cell(k, m, s, na) for (_, m), s, na in zip(runs, spreads, inapplicable))
+              + " |" for k in keys]
+    return "\n".join(lines) + "\n"
+
+
+def headline_table(named: list[tuple[str, dict]], prior: dict) -> str:
+    """The paper's Table 5 layout: a row per model, then its untrained floor, a column per headline metric
+    (`AXES`) any model reports; the image-free prior, which no model changes, is the last row."""
+    keys = [k for k in AXES if any(k in r["metrics"] for _, r in named)]
+    header = [AXES[k].replace("\n", " ") for k in keys]
+    lines = ["| model | " + " | ".join(header) + " |", "|---|" + "---:|" * len(keys)]
+    for name, report in named:
+        na = report.get("not_applicable", {})
+        rows = [(name, report["metrics"])] + ([(f"{name} untrained floor", report["metrics_floor"])]
+                                              if report.get("metrics_floor") else [])
+        lines += [f"| {label} | " + " | ".join(_cell(k, m, {}, na) for k in keys) + " |" for label, m in rows]
+    if any(k in prior for k in keys):
+        lines.append("| image-free prior | " + " | ".join(_cell(k, prior, {}, {}) for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 
 def compare(run_dirs: list[str], out: str | os.PathLike) -> dict:
-    """``compare.md`` in ``out``, with the runs' untrained floor and image-free prior as extra columns, and
-    ``radar.png`` when the runs share at least 3 radar metrics (``radar`` is None otherwise)."""
+    """``compare.md`` in ``out`` — the headline table (`headline_table`), then every metric with each run's own
+    untrained floor and the image-free prior as extra columns — and ``radar.png`` when the runs share at least 3
+    radar metrics (``radar`` is None otherwise)."""
     named = load_reports(run_dirs)
     runs = [(name, report["metrics"]) for name, report in named]
-    reports = [report for _, report in named]
-    floor = reference_level(reports, "metrics_floor")
-    refs = [(title, ref) for field, title in REFERENCE_TITLES.items() if (ref := reference_level(reports, field))]
+    floors = [(f"{name} untrained floor", r["metrics_floor"]) for name, r in named if r.get("metrics_floor")]
+    prior = reference_level([r for _, r in named], "metrics_prior")
+    refs = floors + ([(REFERENCE_TITLES["metrics_prior"], prior)] if prior else [])
+    na = [r.get("not_applicable", {}) for _, r in named] + [{}] * len(refs)
     out = writable_dir(out, "comparison", "--out")
-    write_text(out / "compare.md", "# Runs side by side\n\n" + table(runs + refs))
+    write_text(out / "compare.md", "# Models side by side\n\n" + headline_table(named, prior)
+               + "\n## Every metric\n\n" + table(runs + refs, not_applicable=na))
     shared = [k for k in AXES if all(k in m for _, m in runs)]
-    keys = radar(runs, out / "radar.png", floor=floor) if len(shared) >= 3 else []
-    return {"radar": str(out / "radar.png") if keys else None, "table": str(out / "compare.md"), "axes": keys}
+    keys, legend = radar(runs, out / "radar.png", floors=[r.get("metrics_floor") for _, r in named]) \
+        if len(shared) >= 3 else ([], [])
+    return {"radar": str(out / "radar.png") if keys else None, "table": str(out / "compare.md"), "axes": keys,
+            "legend": legend}

@@ -67,8 +67,16 @@ def render_markdown(report: dict) -> str:
         lines = _render_suite(report)
     else:
         lines = _render_basic(report)
+    encoder = report.get("config", {}).get("encoder")
+    if encoder:
+        image = encoder["image"]
+        lines[2:2] = [f"Encoder: {encoder['family']} (`{encoder['class']}`), images resized whole to "
+                      f"{image['size'][0]}×{image['size'][1]} ({image['resample']}), mean {image['mean']}, std "
+                      f"{image['std']} (from `{os.path.basename(image['source'])}`).", ""]
     for probe, why in report.get("not_run", {}).items():
         lines += ["", f"Not run: **{probe}** — {why}."]
+    for probe, why in report.get("not_applicable", {}).items():
+        lines += ["", f"Not applicable: **{probe}** — {why}."]
     skipped = {k: v for k, v in report.get("skipped", {}).items() if k != "total"}
     if skipped:
         noun = "items" if "suite" in report else "samples"  # suites also skip pairs and keypoints

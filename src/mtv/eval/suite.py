@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mtv.errors import MTVError, SkipSample, writable_dir
-from mtv.eval import Embedded, score_embeddings
+from mtv.eval import Embedded, not_applicable, score_embeddings
 from mtv.data.decode import open_image
 from mtv.eval.benchmarks import Split
 from mtv.eval.benchmarks.real import RealData
@@ -31,6 +31,7 @@ from mtv.eval.benchmarks.world import load_world
 from mtv.eval.correspondence import (GEO_PROTOCOLS, MTV, PROBE3D, geo_metrics, probe3d_metrics, score_geo_pair,
                                      score_probe3d_pair)
 from mtv.eval.depth_probe import evaluate_depth_probe, train_depth_probe
+from mtv.eval.encoders import Encoder, load_encoder
 from mtv.eval.features import embed_texts
 from mtv.eval.floor import floor_report_dir, publish, untrained_model
 from mtv.eval.heads import eval_depth_head, eval_grounding
@@ -42,9 +43,6 @@ from mtv.eval.segmentation import ProbeBudget, evaluate_seg, train_linear_seg
 from mtv.eval.zeroshot import undefined_ks
 from mtv.heads import load_heads
 from mtv.models.depth_head import depth_layers
-from mtv.models.siglip import load_siglip
-from mtv.models.tokenizer import load_processor
-from mtv.models.vision import encode_images
 from mtv.progress import on_terminal
 
 PROBES = ("zeroshot", "retrieval", "seg", "depth", "corr_geo", "corr_sem", "depth_head", "grounding")
@@ -79,8 +77,8 @@ class FeatureStore:
     """One frozen pass per split (``cache=True``), or one per request. Tokens and layers are kept in float16:
     halves the memory of large splits, far below the probes' noise."""
 
-    def __init__(self, model, processor, layer_ids: list[int], batch_size: int, cache: bool, progress: bool):
-        self.model, self.processor, self.layer_ids = model, processor, layer_ids
+    def __init__(self, encoder: Encoder, layer_ids: list[int], batch_size: int, cache: bool, progress: bool):
+        self.encoder, self.layer_ids = encoder, layer_ids
         self.batch_size, self.cache, self.progress = batch_size, cache, progress
         self._memo: dict[int, Features] = {}
         self.passes = 0
@@ -96,8 +94,6 @@ class FeatureStore:
     @torch.no_grad()
     def _extract(self, split: Split) -> Features:
         self.passes += 1
-        vision = self.model.vision_model
-        dev = next(self.model.parameters()).device
         rows, sizes, ok = [], [], []  # rows: (pooled, tokens, layers) of the batches' images that opened
         bar = tqdm(total=len(split), desc=f"features: {split.name}", unit="image", disable=not on_terminal(self.progress),
                    leave=False)
@@ -114,8 +110,7 @@ class FeatureStore:
             sizes += [(im.height, im.width) if im else (1, 1) for im in images]
             good = [im for im in images if im is not None]
             if good:
-                px = self.processor(images=good, return_tensors="pt")["pixel_values"].to(dev, self.model.dtype)
-                out = encode_images(vision, px, layers=self.layer_ids)
+                out = self.encoder.encode(self.encoder.pixels(good), layers=self.layer_ids)
                 grid = out.grid
                 rows.append((F.normalize(out.pooled.float(), dim=-1).cpu(), out.tokens.half().cpu(),
                              torch.stack(out.layers, 1).half().cpu()))
@@ -136,8 +131,7 @@ class FeatureStore:
 
 @dataclass
 class Context:
-    model: object
-    processor: object
+    encoder: Encoder
     heads: dict
     store: FeatureStore
     batch_size: int
@@ -187,12 +181,12 @@ def probe_zeroshot_retrieval(ctx: Context, test: Split, which: str) -> tuple[dic
         image_to_texts.append(list(range(len(texts), len(texts) + len(test.captions[i]))))
         texts += test.captions[i]
     unique = list(dict.fromkeys(texts))
-    unique_emb = embed_texts(ctx.model, ctx.processor, unique, ctx.batch_size)
+    unique_emb = embed_texts(ctx.encoder, unique, ctx.batch_size)
     row = {t: r for r, t in enumerate(unique)}
     labels = torch.tensor([test.labels[i] for i in keep]) if which == "zeroshot" else torch.full((len(keep),), -1)
     emb = Embedded(feats.pooled[keep], unique_emb[[row[t] for t in texts]], image_to_texts, labels)
     classes = test.classes if which == "zeroshot" else []
-    metrics, chance, not_run = score_embeddings(ctx.model, ctx.processor, emb, classes, test.templates or [],
+    metrics, chance, not_run = score_embeddings(ctx.encoder, emb, classes, test.templates or [],
                                                 ctx.batch_size)
     if which in not_run:
         raise NotRun(not_run[which])
@@ -233,14 +227,14 @@ def probe_depth(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, di
     idx_te, maps_te = _dense_labels(test, fte, test.depth, "depth")
     size = _train_size(ftr)
     targets = torch.stack([_resize_nearest(m, size) for m in maps_tr])
-    pos = [ctx.store.layer_ids.index(k) for k in depth_layers(ctx.model.config.vision_config.num_hidden_layers)]
+    pos = [ctx.store.layer_ids.index(k) for k in depth_layers(ctx.encoder.num_layers)]
     probe = train_depth_probe(ftr.layers[idx_tr][:, pos], ftr.grid, targets, protocol, ctx.depth_budget)
     scores, skipped = evaluate_depth_probe(probe, fte.layers[idx_te][:, pos], fte.grid, maps_te, protocol)
     test.skipped["depth/no_valid_pixel"] += skipped
     ctx.prior.update(depth_prior(maps_tr, maps_te, protocol))
     return {f"depth_{k}": v for k, v in scores.items()}, {}, \
         {**ctx.depth_budget.as_dict(), **protocol.describe(), "n_train": len(idx_tr), "n_test": len(idx_te),
-         "layers": depth_layers(ctx.model.config.vision_config.num_hidden_layers),
+         "layers": depth_layers(ctx.encoder.num_layers),
          "head": "LayerNorm per layer, concat, 1x1 conv 128, 3x3 conv, 256 evenly spaced bins, logits upsampled, "
                  "Probe3D's linear normalisation (relu + 0.1, divided by the sum)",
          "loss": "10 x SigLoss(lambda 0.85) + 0.5 x Probe3D's gradient loss (strides 1, 2, 4, 6; pixels two apart; "
@@ -349,7 +343,7 @@ def probe_grounding(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
     unique = sorted({p for i in idx for p, _ in test.phrases[i]})
     if not unique:
         raise NotRun(f"{test.name} has no boxed phrase")
-    emb = dict(zip(unique, embed_texts(ctx.model, ctx.processor, unique, ctx.batch_size)))
+    emb = dict(zip(unique, embed_texts(ctx.encoder, unique, ctx.batch_size)))
     acc, n = eval_grounding(head, [feats.tokens[i] for i in idx], feats.grid, [test.phrases[i] for i in idx],
                             [feats.sizes[i] for i in idx], emb)
     return {"grounding_acc50": acc}, {}, {"queries": n, "iou": 0.5,
@@ -400,7 +394,7 @@ def _is_world(data: str) -> bool:
 
 def _floor(model_dir: str, probes: list[str], settings: dict, progress: bool) -> tuple[dict, dict | None]:
     """Metrics of the untrained twin of ``model_dir`` (`mtv.eval.floor`) under the same ``settings``, computed
-    once per model, data and settings and then read from the cache."""
+    once per model, data and settings and then read from the cache. ``probes`` are those that ran."""
     wanted = [p for p in probes if p not in NEEDS_HEADS]
     if not wanted:
         return {}, None
@@ -443,19 +437,19 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
     floor = world if floor is None else floor
     source = WorldData(data, str(train) if train else None, max_samples, seed) if world \
         else RealData(data, max_samples)
-    model = load_siglip(model_dir)
-    processor = load_processor(model_dir)
-    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    heads = {k: h.to(next(model.parameters()).device) for k, h in load_heads(model_dir, model).items()}
-    num_layers = model.config.vision_config.num_hidden_layers
-    layer_ids = sorted(set(depth_layers(num_layers)) | set(getattr(heads.get("depth"), "layers", [])))
+    encoder = load_encoder(model_dir)
+    encoder.model.to("cuda" if torch.cuda.is_available() else "cpu")
+    heads = {k: h.to(encoder.device) for k, h in load_heads(model_dir, encoder.model).items()} \
+        if encoder.carries_heads else {}
+    layer_ids = sorted(set(depth_layers(encoder.num_layers)) | set(getattr(heads.get("depth"), "layers", [])))
     seg_budget, depth_budget = (replace(b, seed=seed, **({"epochs": epochs} if epochs else {}))
                                 for b in (SEG_BUDGET, DEPTH_BUDGET))
-    ctx = Context(model, processor, heads, FeatureStore(model, processor, layer_ids, batch_size, cache, progress),
+    ctx = Context(encoder, heads, FeatureStore(encoder, layer_ids, batch_size, cache, progress),
                   batch_size, progress, seg_budget, depth_budget, {}, sem_convention)
 
     metrics, chance, not_run, configs, timings = {}, {}, {}, {}, {}
-    bar = tqdm(probes, desc="eval", unit="probe", disable=not on_terminal(progress))
+    skip = not_applicable(encoder, probes)
+    bar = tqdm([p for p in probes if p not in skip], desc="eval", unit="probe", disable=not on_terminal(progress))
     for name in bar:
         bar.set_description(f"eval: {name}")
         start = time.perf_counter()
@@ -476,7 +470,7 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
         timings[name] = round(time.perf_counter() - start, 3)
     bar.close()
     not_run.update(source.missing)
-    if not metrics:
+    if not metrics and not skip:
         raise MTVError(f"{data}: none of the probes could run ("
                        + "; ".join(f"{k}: {v}" for k, v in list(not_run.items())[:3])
                        + "); for --suite real the folder must hold benchmarks in the layouts of docs/EVALUATION.md")
@@ -492,22 +486,22 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
         settings = {"data": data, "train": str(train) if train else None, "batch_size": batch_size,
                     "max_samples": max_samples, "cache": cache, "seed": seed, "epochs": epochs,
                     "sem_convention": sem_convention}
-        metrics_floor, floor_info = _floor(model_dir, probes, settings, progress)
+        metrics_floor, floor_info = _floor(model_dir, [p for p in probes if p not in skip], settings, progress)
         metrics_floor = {k: v for k, v in metrics_floor.items() if k in metrics}
 
     splits = source.all_splits()
     skipped = Counter()
     for s in splits:
         skipped.update({f"{s.name}/{k}": v for k, v in s.skipped.items() if v})
-    vision = model.config.vision_config
     report = {
         "model": model_dir, "suite": suite, "data": data, "train": str(train) if train else None,
         "probes": probes, "metrics": metrics, "metrics_floor": metrics_floor,
         "metrics_prior": {k: v for k, v in ctx.prior.items() if k in metrics}, "chance": chance, "not_run": not_run,
-        "num_samples": {s.name: len(s) for s in splits},
+        "not_applicable": skip, "num_samples": {s.name: len(s) for s in splits},
         "skipped": {"total": sum(skipped.values()), **dict(sorted(skipped.items()))},
-        "config": {"batch_size": batch_size, "max_samples": max_samples, "cache": cache, "seed": seed,
-                   "resolution": vision.image_size, "patch_size": vision.patch_size, "feature_layers": layer_ids,
+        "config": {"encoder": encoder.describe(), "batch_size": batch_size, "max_samples": max_samples,
+                   "cache": cache, "seed": seed, "resolution": list(encoder.image.size),
+                   "patch_size": encoder.patch_size, "feature_layers": layer_ids,
                    "heads": sorted(heads), "feature_passes": ctx.store.passes, "floor": floor_info, **configs},
         "diagnostics": diagnostics,
         "timings_s": timings,
