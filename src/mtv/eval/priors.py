@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from mtv.eval.correspondence import Pair, threshold_tag
 from mtv.eval.depth_probe import DepthProtocol, score_depth_maps
 from mtv.eval.keypoints import Convention, hits, pck_metrics
-from mtv.eval.metrics import IGNORE, confusion, recall_at, segmentation_scores
+from mtv.eval.metrics import IGNORE, recall_at, seg_areas, seg_scores
 
 PRIOR_SIDE = 128  # the per-pixel class prior is counted on a grid at most this many pixels on a side
 
@@ -40,11 +40,11 @@ def seg_prior(train_maps: Sequence[torch.Tensor], test_maps: Sequence[torch.Tens
         keep = m != IGNORE
         counts.view(num_classes, -1)[m[keep], keep.flatten().nonzero()[:, 0]] += 1
     majority = counts.argmax(0)
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    areas = torch.zeros(4, num_classes, dtype=torch.long)
     for y in test_maps:
         pred = F.interpolate(majority[None, None].float(), size=tuple(y.shape), mode="nearest")[0, 0].long()
-        conf += confusion(pred, y.long(), num_classes)
-    scores = segmentation_scores(conf)
+        areas += seg_areas(pred, y.long(), num_classes)
+    scores = seg_scores(areas)
     return {"seg_miou": scores["miou"], "seg_pixel_acc": scores["pixel_acc"]}
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtv.eval.metrics import IGNORE, confusion, segmentation_scores
+from mtv.eval.metrics import IGNORE, seg_areas, seg_scores
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,10 @@ def predict_seg(probe: nn.Linear, tokens: torch.Tensor, grid: tuple[int, int], s
 
 
 def evaluate_seg(probe: nn.Linear, tokens: torch.Tensor, grid: tuple[int, int], labels: Sequence[torch.Tensor],
-                 num_classes: int) -> dict[str, float]:
-    """mIoU and pixel accuracy accumulated over the whole test set, each image scored at its own label size."""
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+                 num_classes: int) -> dict:
+    """mmseg's mIoU, pixel accuracy and per-class IoU of areas summed over the whole test set, each image scored
+    at its own label size (`mtv.eval.metrics.seg_scores`)."""
+    areas = torch.zeros(4, num_classes, dtype=torch.long)
     for x, y in zip(tokens, labels):
-        conf += confusion(predict_seg(probe, x[None], grid, tuple(y.shape))[0], y, num_classes)
-    return segmentation_scores(conf)
+        areas += seg_areas(predict_seg(probe, x[None], grid, tuple(y.shape))[0], y, num_classes)
+    return seg_scores(areas)

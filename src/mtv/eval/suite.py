@@ -221,7 +221,9 @@ def probe_seg(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, dict
     return {"seg_miou": scores["miou"], "seg_pixel_acc": scores["pixel_acc"]}, {}, \
         {**ctx.seg_budget.as_dict(), "features": "final patch tokens", "n_train": len(idx_tr),
          "n_test": len(idx_te), "classes": len(classes), "train_label_size": list(size),
-         "ignore_index": IGNORE, "logits": "bilinear upsampling to the label map"}
+         "ignore_index": IGNORE, "logits": "bilinear upsampling to the label map",
+         "miou": "mmsegmentation IoUMetric: areas summed over the test set, NaN-mean of per-class IoU (a class in "
+                 "neither truth nor prediction is left out)", "per_class_iou": scores["per_class_iou"]}
 
 
 def probe_depth(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, dict]:
