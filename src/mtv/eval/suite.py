@@ -31,10 +31,11 @@ from mtv.eval.benchmarks.world import load_world
 from mtv.eval.correspondence import (GEO_PROTOCOLS, MTV, PROBE3D, geo_metrics, probe3d_metrics, score_geo_pair,
                                      score_probe3d_pair)
 from mtv.eval.depth_probe import evaluate_depth_probe, train_depth_probe
-from mtv.eval.features import embed_texts
+from mtv.eval.features import ImageView, embed_texts, view_pixels
 from mtv.eval.floor import floor_report_dir, publish, untrained_model
 from mtv.eval.heads import eval_depth_head, eval_grounding
-from mtv.eval.keypoints import CONVENTIONS, DESCRIPTIONS, Convention, hits, pck_metrics, transfer
+from mtv.eval.keypoints import (CONVENTIONS, DESCRIPTIONS, VIEWS, Convention, hits, pck_metrics, scored_points,
+                                transfer)
 from mtv.eval.metrics import IGNORE, effective_rank
 from mtv.eval.priors import depth_prior, geo_prior, sem_prior, seg_prior
 from mtv.eval.report import versions, write_report
@@ -82,19 +83,21 @@ class FeatureStore:
     def __init__(self, model, processor, layer_ids: list[int], batch_size: int, cache: bool, progress: bool):
         self.model, self.processor, self.layer_ids = model, processor, layer_ids
         self.batch_size, self.cache, self.progress = batch_size, cache, progress
-        self._memo: dict[int, Features] = {}
+        self._memo: dict[tuple[int, ImageView], Features] = {}
+        self._counted: set[int] = set()  # splits whose unreadable images are counted
         self.passes = 0
 
-    def __call__(self, split: Split) -> Features:
-        if self.cache and id(split) in self._memo:
-            return self._memo[id(split)]
-        feats = self._extract(split)
+    def __call__(self, split: Split, view: ImageView = ImageView()) -> Features:
+        key = (id(split), view)
+        if self.cache and key in self._memo:
+            return self._memo[key]
+        feats = self._extract(split, view)
         if self.cache:
-            self._memo[id(split)] = feats
+            self._memo[key] = feats
         return feats
 
     @torch.no_grad()
-    def _extract(self, split: Split) -> Features:
+    def _extract(self, split: Split, view: ImageView) -> Features:
         self.passes += 1
         vision = self.model.vision_model
         dev = next(self.model.parameters()).device
@@ -108,19 +111,22 @@ class FeatureStore:
                     images.append(open_image(src))
                     ok.append(True)
                 except SkipSample:
-                    split.skipped["bad_image"] += 1
+                    if id(split) not in self._counted:  # one count per image, whatever the passes
+                        split.skipped["bad_image"] += 1
                     images.append(None)
                     ok.append(False)
             sizes += [(im.height, im.width) if im else (1, 1) for im in images]
             good = [im for im in images if im is not None]
             if good:
-                px = self.processor(images=good, return_tensors="pt")["pixel_values"].to(dev, self.model.dtype)
-                out = encode_images(vision, px, layers=self.layer_ids)
+                px = view_pixels(self.processor, good, view, vision.config.patch_size).to(dev, self.model.dtype)
+                out = encode_images(vision, px, layers=self.layer_ids if view.layers else [])
                 grid = out.grid
+                layers = torch.stack(out.layers, 1) if out.layers else out.tokens.new_zeros(len(good), 0)
                 rows.append((F.normalize(out.pooled.float(), dim=-1).cpu(), out.tokens.half().cpu(),
-                             torch.stack(out.layers, 1).half().cpu()))
+                             layers.half().cpu()))
             bar.update(len(images))
         bar.close()
+        self._counted.add(id(split))
         if not any(ok):
             raise MTVError(f"{split.name}: no image could be opened ({len(split)} tried)")
         opened = torch.tensor(ok)
@@ -299,7 +305,7 @@ def probe_corr_geo(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
 def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
     if not test.sem_pairs:
         raise NotRun(f"{test.name} has no keypoint pairs")
-    feats = ctx.store(test)
+    feats = ctx.store(test, VIEWS[ctx.sem_convention])
     scored, per_pair = [], []
     for p in test.sem_pairs:
         if not (feats.ok[p.a] and feats.ok[p.b]):
@@ -308,7 +314,8 @@ def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
         scored.append(p)
         pred = transfer(_feature_map(feats, p.a), feats.sizes[p.a], p.pts_a, _feature_map(feats, p.b),
                         feats.sizes[p.b], ctx.sem_convention)
-        per_pair.append(hits(pred, p.pts_b, p.bbox, SEM_ALPHA, ctx.sem_convention))
+        truth = scored_points(p.pts_b, feats.sizes[p.b], ctx.sem_convention)
+        per_pair.append(hits(pred, truth, p.bbox, SEM_ALPHA, ctx.sem_convention))
     if not scored:
         raise NotRun("no pair had both images readable")
     metrics, per_class = pck_metrics(per_pair, [p.category for p in scored], [p.viewpoint for p in scored])
@@ -318,6 +325,7 @@ def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
     return metrics, {}, \
         {"pairs": len(scored), "alpha": SEM_ALPHA, "bbox": "max(w, h) of the target box",
          "convention": ctx.sem_convention, "matching": DESCRIPTIONS[ctx.sem_convention],
+         "image_side": VIEWS[ctx.sem_convention].side or "the processor's",
          "averaging": "per keypoint within a class, then over classes"
                       + ("; corr_sem_pck_vp<k>: the same within viewpoint_variation bin k" if bins else ""),
          "per_class": per_class}
