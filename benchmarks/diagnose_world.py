@@ -23,9 +23,10 @@ from mtv.eval import suite
 from mtv.data.decode import open_image
 from mtv.eval.benchmarks.world import load_world
 from mtv.eval.correspondence import geo_metrics, score_geo_pair
+from mtv.eval.encoders import load_encoder
 from mtv.eval.floor import untrained_model
+from mtv.eval.profiles import PROFILES
 from mtv.eval.segmentation import evaluate_seg, train_linear_seg
-from mtv.models.siglip import load_siglip
 from mtv.models.tokenizer import load_processor
 
 
@@ -74,9 +75,9 @@ def layers(a: argparse.Namespace) -> None:
     """The seg probe (on layer-normalised tokens) and nearest-neighbour geometric matching on every layer."""
     data = suite.WorldData(a.val, a.train, a.max_samples, 0)
     for name, path in _twins(a.path):
-        model, processor = load_siglip(path).eval(), load_processor(path)
-        n = model.config.vision_config.num_hidden_layers
-        store = suite.FeatureStore(model, processor, list(range(n)), 64, True, False)
+        encoder = load_encoder(path)
+        n = encoder.num_layers
+        store = suite.FeatureStore(encoder, list(range(n)), 64, True, False)
         ftr, fte, fb = store(data.train), store(data.test), store(data.test.partner)
         idx_tr, maps_tr = suite._dense_labels(data.train, ftr, data.train.seg, "seg")
         idx_te, maps_te = suite._dense_labels(data.test, fte, data.test.seg, "seg")
@@ -85,7 +86,7 @@ def layers(a: argparse.Namespace) -> None:
         for layer in [*range(n), "final"]:
             pick = (lambda f: f.tokens) if layer == "final" else (lambda f, k=layer: f.layers[:, k])
             tr, te, tb = (F.layer_norm(pick(f).float(), pick(f).shape[-1:]) for f in (ftr, fte, fb))
-            probe = train_linear_seg(tr[idx_tr], ftr.grid, labels, classes, suite.SEG_BUDGET)
+            probe = train_linear_seg(tr[idx_tr], ftr.grid, labels, classes, PROFILES["cpu"].seg_budget)
             seg = evaluate_seg(probe, te[idx_te], fte.grid, [m.long() for m in maps_te], classes)["miou"]
             fmap = lambda x, g: x.T.reshape(-1, *g)  # noqa: E731
             geo = geo_metrics([score_geo_pair(p, fmap(te[p.a], fte.grid), fte.sizes[p.a], fmap(tb[p.b], fb.grid),
@@ -96,10 +97,11 @@ def layers(a: argparse.Namespace) -> None:
 
 def depth_budget(a: argparse.Namespace) -> None:
     """Whether a longer or faster-learning depth probe closes the gap to the floor."""
-    base = suite.DEPTH_BUDGET
+    cpu = PROFILES["cpu"]
+    base = cpu.depth_budget
     with tempfile.TemporaryDirectory() as out:
         for lr, epochs in ((base.lr, base.epochs), (4 * base.lr, base.epochs), (4 * base.lr, 3 * base.epochs)):
-            suite.DEPTH_BUDGET = dataclasses.replace(base, lr=lr, epochs=epochs)
+            PROFILES["cpu"] = cpu.model_copy(update={"depth_budget": dataclasses.replace(base, lr=lr, epochs=epochs)})
             cells = []
             for name, path in _twins(a.path):
                 m = suite.run_suite(path, a.val, out, "depth", train=a.train, max_samples=a.max_samples,

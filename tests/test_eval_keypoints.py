@@ -10,21 +10,26 @@ import torch
 from PIL import Image
 
 from mtv.eval.benchmarks.spair import load_spair
-from mtv.eval.keypoints import hits, pck_metrics, transfer
+from mtv.eval.keypoints import PROBE3D_SIDE, PROBE3D_VIEW, hits, pck_metrics, scored_points, transfer
 
 RNG = np.random.default_rng(0)
 
 
-def probe3d_transfer(feat_a, size_a, pts, feat_b, size_b):
-    """Probe3D: unit-norm cells; the query is the bilinear mix of A's cells with the corners of the image at the
-    centres of the corner cells (align_corners=True); the answer is the top-left corner of B's best cell."""
+def probe3d_hits(feat_a, size_a, pts_a, feat_b, size_b, pts_b, bbox, side=800):
+    """Probe3D's SPairDataset + compute_errors for features of the padded, resized squares: keypoints in int
+    tensors (truncated, scaled by side / max(H, W) and truncated on assignment), divided by the side; unit-norm
+    cells; the query is the bilinear mix of A's cells with the corners at the corner cells' centres
+    (align_corners=True); the answer is B's best cell (col, row) / width; error / (max box side / max(H, W)) < 0.1."""
+    kps_a, kps_b = torch.tensor(pts_a).int(), torch.tensor(pts_b).int()
+    kps_a[:, :2] = kps_a[:, :2] * side / max(size_a)
+    kps_b[:, :2] = kps_b[:, :2] * side / max(size_b)
+    ka, kb = kps_a.numpy() / side, kps_b.numpy() / side
     fa = feat_a.numpy() / np.linalg.norm(feat_a.numpy(), axis=0, keepdims=True)
     fb = feat_b.numpy() / np.linalg.norm(feat_b.numpy(), axis=0, keepdims=True)
-    (ha, wa), (hb, wb) = size_a, size_b
     d, h, w = fa.shape
     out = []
-    for x, y in pts:
-        gx, gy = x / wa * (w - 1), y / ha * (h - 1)
+    for (x, y), target in zip(ka, kb):
+        gx, gy = x * (w - 1), y * (h - 1)
         x0, y0 = int(np.floor(gx)), int(np.floor(gy))
         x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
         tx, ty = gx - x0, gy - y0
@@ -32,20 +37,48 @@ def probe3d_transfer(feat_a, size_a, pts, feat_b, size_b):
              + (1 - tx) * ty * fa[:, y1, x0] + tx * ty * fa[:, y1, x1])
         heat = np.einsum("d,dhw->hw", q, fb)
         r, c = np.unravel_index(np.argmax(heat), heat.shape)
-        out.append([c / fb.shape[2] * wb, r / fb.shape[1] * hb])
+        pred = np.array([c, r]) / fb.shape[-1]
+        thresh_scale = max(bbox[2] - bbox[0], bbox[3] - bbox[1]) / max(size_b)
+        out.append(np.linalg.norm(pred - target) / thresh_scale < 0.1)
     return np.array(out)
 
 
-def test_probe3d_transfer_equals_the_reference_and_differs_from_the_centre_convention():
+def test_probe3d_transfer_and_pck_equal_the_reference_where_truncation_and_padding_matter():
+    """Non-square images (the padded square's side is the longer one) and keypoints with fractions, so that
+    scoring in the unpadded frame or without Probe3D's two truncations would give other hits."""
     g = torch.Generator().manual_seed(0)
-    feat_a, feat_b = torch.randn(8, 4, 6, generator=g), torch.randn(8, 5, 3, generator=g)
-    size_a, size_b = (40, 60), (50, 30)
-    pts = np.stack([RNG.uniform(0, 60, 20), RNG.uniform(0, 40, 20)], 1)
-    ours = transfer(feat_a, size_a, pts, feat_b, size_b, "probe3d")
-    np.testing.assert_allclose(ours, probe3d_transfer(feat_a, size_a, pts, feat_b, size_b), atol=1e-4)
-    # every prediction is a cell corner of B: x on multiples of 30 / 3, y of 50 / 5
-    np.testing.assert_allclose(ours / [10, 10], np.round(ours / [10, 10]), atol=1e-6)
-    assert not np.allclose(ours, transfer(feat_a, size_a, pts, feat_b, size_b, "centre"))
+    feat_a, feat_b = torch.randn(8, 6, 6, generator=g), torch.randn(8, 5, 5, generator=g)
+    size_a, size_b = (41, 63), (57, 33)
+    pts_a = np.stack([RNG.uniform(0, 63, 200), RNG.uniform(0, 41, 200)], 1)
+    pts_b = np.stack([RNG.uniform(0, 33, 200), RNG.uniform(0, 57, 200)], 1)
+    bbox = (2.0, 3.0, 30.0, 40.0)
+    pred = transfer(feat_a, size_a, pts_a, feat_b, size_b, "probe3d")
+    ours = hits(pred, scored_points(pts_b, size_b, "probe3d"), bbox, 0.1, "probe3d").numpy()
+    np.testing.assert_array_equal(ours, probe3d_hits(feat_a, size_a, pts_a, feat_b, size_b, pts_b, bbox))
+    # every prediction is a cell corner of B's padded square (side 57, 5 cells)
+    np.testing.assert_allclose(pred / (57 / 5), np.round(pred / (57 / 5)), atol=1e-6)
+    assert not np.array_equal(ours, hits(pred, pts_b, bbox, 0.1, "probe3d").numpy())  # the truncation counts
+    assert (scored_points(pts_b, size_b, "probe3d") <= pts_b).all()
+
+
+def test_the_probe3d_view_pads_white_to_a_square_and_centre_pads_to_the_patch(eval_model_dir):
+    from mtv.eval.encoders import load_encoder
+    from mtv.eval.features import ImageView, view_pixels
+    from mtv.models.tokenizer import load_processor
+
+    assert PROBE3D_SIDE == 800 and PROBE3D_VIEW == ImageView(side=800, pad_square=True, layers=False)
+    processor = load_processor(eval_model_dir)
+    encoder = load_encoder(eval_model_dir)
+    assert encoder.patch_size == 8
+    image = Image.fromarray(RNG.integers(0, 255, (30, 50, 3), dtype=np.uint8))
+    padded = np.full((50, 50, 3), 255, np.uint8)
+    padded[:30] = np.asarray(image)
+    want = processor(images=[Image.fromarray(padded)], return_tensors="pt", size={"height": 44, "width": 44})
+    got = view_pixels(encoder, [image], ImageView(side=44, pad_square=True))
+    assert got.shape[-2:] == (48, 48)  # 44 -> 48: 2 zero rows and columns each side, as center_padding
+    torch.testing.assert_close(got[..., 2:46, 2:46], want["pixel_values"], atol=1e-5, rtol=0)
+    assert got[..., :2, :].abs().sum() == 0 and got[..., 46:, :].abs().sum() == 0
+    assert got[..., :2].abs().sum() == 0 and got[..., 46:].abs().sum() == 0
 
 
 def test_a_keypoint_exactly_at_the_threshold_counts_only_under_the_inclusive_test():
@@ -93,9 +126,16 @@ def write_spair(root):
 
 @pytest.mark.parametrize("convention", ["centre", "probe3d"])
 def test_spair_suite_reports_the_convention_and_viewpoint_bins_as_the_reference_computes(
-        eval_model_dir, tmp_path, convention):
+        eval_model_dir, tmp_path, convention, monkeypatch):
+    from mtv.eval import keypoints
     from mtv.eval.encoders import load_encoder
+    from mtv.eval.features import ImageView
     from mtv.eval.suite import FeatureStore, run_suite
+
+    side = 96  # Probe3D's 800 px costs the micro model a minute on a CPU; the side is a parameter of the rule
+    view = ImageView(side=side, pad_square=True, layers=False)
+    monkeypatch.setattr(keypoints, "PROBE3D_SIDE", side)
+    monkeypatch.setitem(keypoints.VIEWS, "probe3d", view)
 
     root = write_spair(tmp_path / "data")
     split = load_spair(root)
@@ -105,19 +145,21 @@ def test_spair_suite_reports_the_convention_and_viewpoint_bins_as_the_reference_
     cfg = report["config"]["corr_sem"]
     assert cfg["convention"] == convention and cfg["matching"].startswith("Probe3D" if convention == "probe3d"
                                                                           else "query sampled")
+    assert cfg["image_side"] == (side if convention == "probe3d" else "the processor's")
     # the reference: features of the same model, each pair scored from its definition, then averaged by hand
-    feats = FeatureStore(load_encoder(eval_model_dir), [1], batch_size=64, cache=False, progress=False)(split)
+    store = FeatureStore(load_encoder(eval_model_dir), [1], batch_size=64, cache=False, progress=False)
+    feats = store(split, view) if convention == "probe3d" else store(split)
     fmap = lambda i: feats.tokens[i].float().T.reshape(-1, *feats.grid)  # noqa: E731
     by_bin: dict = {}
     for p in split.sem_pairs:
         if convention == "probe3d":
-            pred = probe3d_transfer(fmap(p.a), feats.sizes[p.a], p.pts_a, fmap(p.b), feats.sizes[p.b])
+            assert feats.grid == (12, 12)  # 96 px at the micro model's patch 8
+            hit = probe3d_hits(fmap(p.a), feats.sizes[p.a], p.pts_a, fmap(p.b), feats.sizes[p.b], p.pts_b, p.bbox,
+                               side)
         else:
             pred = transfer(fmap(p.a), feats.sizes[p.a], p.pts_a, fmap(p.b), feats.sizes[p.b], "centre")
-        x0, y0, x1, y1 = p.bbox
-        err = np.linalg.norm(pred - p.pts_b, axis=1)
-        bound = 0.1 * max(x1 - x0, y1 - y0)
-        hit = err < bound if convention == "probe3d" else err <= bound
+            x0, y0, x1, y1 = p.bbox
+            hit = np.linalg.norm(pred - p.pts_b, axis=1) <= 0.1 * max(x1 - x0, y1 - y0)
         for key in ("all", p.viewpoint):
             by_bin.setdefault(key, {}).setdefault(p.category, []).extend(hit.tolist())
     expected = {("corr_sem_pck" if key == "all" else f"corr_sem_pck_vp{key}"):

@@ -10,8 +10,8 @@ import torch
 from mtv.cli import main
 from mtv.eval.correspondence import gt_matches, match, object_keypoints
 from mtv.eval.depth_probe import DepthProtocol, gradient_loss, sig_loss
-from mtv.eval.metrics import (IGNORE, align_inverse_depth, box_accuracy, box_iou, confusion, depth_errors, pck,
-                              recall_at, scale_shift_fit, segmentation_scores)
+from mtv.eval.metrics import (IGNORE, align_inverse_depth, box_accuracy, box_iou, depth_errors, pck, recall_at,
+                              scale_shift_fit, seg_areas, seg_scores)
 from mtv.eval.segmentation import ProbeBudget, evaluate_seg, train_linear_seg
 from mtv.eval.suite import run_suite
 
@@ -19,7 +19,8 @@ LABELS = torch.tensor([[0, 0, 1], [1, 2, IGNORE]])
 
 
 def seg(pred, target=LABELS, c=3):
-    return segmentation_scores(confusion(torch.as_tensor(pred), target, c))
+    scores = seg_scores(seg_areas(torch.as_tensor(pred), target, c))
+    return {k: scores[k] for k in ("miou", "pixel_acc")}
 
 
 def test_segmentation_perfect_constant_permutation():

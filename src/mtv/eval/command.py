@@ -22,7 +22,8 @@ def _eval(a: argparse.Namespace) -> None:
 
     r = run_suite(a.model, a.data, a.out, a.suite, train=a.train, batch_size=a.batch_size,
                   max_samples=a.max_samples, cache=not a.no_cache, seed=a.seed, epochs=a.epochs,
-                  floor=False if a.no_floor else None, sem_convention=a.sem_convention)
+                  floor=False if a.no_floor else None, sem_convention=a.sem_convention,
+                  protocol=a.protocol)
     floor = r["metrics_floor"]
     for k in ("zeroshot_top1", "seg_miou", "depth_rmse", "corr_geo_recall", "corr_sem_pck", "grounding_acc50"):
         if k in r["metrics"]:
@@ -62,6 +63,9 @@ def add_parser(sub) -> None:
     v.add_argument("--sem-convention", default="centre", choices=("centre", "probe3d"),
                    help="corr_sem keypoint convention: centre of the best upsampled pixel and a <= test (default), "
                         "or Probe3D's top-left corner of the best feature cell and a strict < test (recorded)")
+    v.add_argument("--protocol", default="cpu", choices=("cpu", "probe3d"),
+                   help="dense-probe profile: cpu (light depth head, processor resolution; default) or probe3d "
+                        "(Probe3D's DPT of width 512 at 480 px with its schedule; meant for a GPU) (recorded)")
     v.add_argument("--no-floor", action="store_true",
                    help="skip the untrained floor (on by default for world data; cached under $MTV_CACHE)")
     v.set_defaults(fn=_eval)

@@ -3,9 +3,10 @@ predicts metric depth as the expectation of a distribution over bins, trained wi
 loss. As Probe3D (``evals/models/probes.py``, ``evals/utils/losses.py``): 256 bins spaced evenly over the
 benchmark's range, normalised "linear" (ReLU + 0.1, divided by the sum); SigLoss and the gradient loss on
 log(depth + 1e-3), the gradient loss summed over 4 strides (1, 2, 4, 6) of differences between pixels two
-apart, each divided by the valid-pixel count of the batch at that stride. Probe3D's head is a DPT of width 512;
-here the layers are normalised, concatenated and projected at the patch grid, refined by one 3×3 conv, and the
-bin logits upsampled bilinearly before the normalisation — the report states these choices with the budget."""
+apart, each divided by the valid-pixel count of the batch at that stride. The head is the profile's
+(`mtv.eval.profiles`): the CPU profile normalises, concatenates and projects the layers at the patch grid, refines
+them by one 3×3 conv and upsamples the bin logits before the normalisation; the probe3d profile is Probe3D's DPT
+of width 512 — the report states the profile with the budget."""
 
 from __future__ import annotations
 
@@ -49,23 +50,80 @@ class DepthProtocol:
                 "averaging": "per image", "test_time_augmentation": False}
 
 
-class DepthProbe(nn.Module):
-    def __init__(self, dim: int, num_layers: int, min_depth: float, max_depth: float, width: int = 128,
-                 bins: int = 256):
+class ConcatHead(nn.Module):
+    """The CPU profile's head: LayerNorm per layer, concatenation, a 1x1 conv to ``width``, one 3x3 conv and bin
+    logits at the patch grid, upsampled bilinearly to the output size."""
+
+    def __init__(self, dim: int, num_layers: int, width: int, bins: int):
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_layers))
         self.project = nn.Conv2d(dim * num_layers, width, 1)
         self.refine = nn.Conv2d(width, width, 3, padding=1)
         self.logits = nn.Conv2d(width, bins, 1)
+
+    def forward(self, layers: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+        x = torch.cat([norm(layers[:, i].float()) for i, norm in enumerate(self.norms)], -1)
+        x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        x = self.refine(F.relu(self.project(x)))
+        return F.interpolate(self.logits(F.relu(x)), size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class ResidualConv(nn.Module):
+    """x + relu(conv(relu(conv(x)))), both convs ``width`` -> ``width`` with a k x k kernel (DPT's unit)."""
+
+    def __init__(self, width: int, kernel: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv2d(width, width, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + F.relu(self.conv2(F.relu(self.conv1(x))))
+
+
+def _up(x: torch.Tensor, factor: int) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=True)
+
+
+class DPTHead(nn.Module):
+    """Probe3D's DPT probe (``evals/models/probes.py``), re-implemented: each of the 4 layers projected by a 1x1
+    conv to ``width`` and upsampled x2; fused from the deepest: out = unit(layer 4), then out = unit(unit(layer k)
+    + out) for k = 3, 2, 1; upsampled x4, a 3x3 conv, ReLU, a 3x3 conv to the bin logits, upsampled x2 (16 x the
+    patch grid). Every upsampling is bilinear with aligned corners."""
+
+    def __init__(self, dim: int, width: int = 512, bins: int = 256, kernel: int = 3):
+        super().__init__()
+        self.project = nn.ModuleList(nn.Conv2d(dim, width, 1) for _ in range(4))
+        self.skip = nn.ModuleList(ResidualConv(width, kernel) for _ in range(3))  # layers 1-3 before the sum
+        self.fuse = nn.ModuleList(ResidualConv(width, kernel) for _ in range(4))  # after it; the deepest alone
+        self.hidden = nn.Conv2d(width, width, 3, padding=1)
+        self.logits = nn.Conv2d(width, bins, 3, padding=1)
+
+    def forward(self, layers: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        maps = [_up(proj(layers[:, i].float().transpose(1, 2).reshape(layers.shape[0], -1, *grid)), 2)
+                for i, proj in enumerate(self.project)]
+        out = self.fuse[3](maps[3])
+        for k in (2, 1, 0):
+            out = self.fuse[k](self.skip[k](maps[k]) + out)
+        return _up(self.logits(F.relu(self.hidden(_up(out, 4)))), 2)
+
+
+class DepthProbe(nn.Module):
+    """Metric depth as the expected bin centre under `linear_bins`. The light head's logits are upsampled before
+    the normalisation; the DPT head's depth is computed at its own resolution and upsampled bilinearly with
+    aligned corners, as Probe3D's ``train_depth.py``."""
+
+    def __init__(self, dim: int, num_layers: int, min_depth: float, max_depth: float, head: str = "light",
+                 width: int = 128, bins: int = 256):
+        super().__init__()
+        self.head = ConcatHead(dim, num_layers, width, bins) if head == "light" else DPTHead(dim, width, bins)
         self.register_buffer("centres", torch.linspace(min_depth, max_depth, bins))
 
     def forward(self, layers: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
         """``layers`` (B, L, T, D) → (B, H, W) metric depth at ``size``."""
-        x = torch.cat([norm(layers[:, i].float()) for i, norm in enumerate(self.norms)], -1)
-        x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
-        x = self.refine(F.relu(self.project(x)))
-        logits = F.interpolate(self.logits(F.relu(x)), size=tuple(size), mode="bilinear", align_corners=False)
-        return torch.einsum("bkhw,k->bhw", linear_bins(logits), self.centres)
+        if isinstance(self.head, ConcatHead):
+            return torch.einsum("bkhw,k->bhw", linear_bins(self.head(layers, grid, size)), self.centres)
+        depth = torch.einsum("bkhw,k->bhw", linear_bins(self.head(layers, grid)), self.centres)
+        return F.interpolate(depth[:, None], size=tuple(size), mode="bilinear", align_corners=True)[:, 0]
 
 
 def linear_bins(logits: torch.Tensor) -> torch.Tensor:
@@ -103,21 +161,25 @@ def gradient_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor)
 
 
 def train_depth_probe(layers: torch.Tensor, grid: tuple[int, int], targets: torch.Tensor, protocol: DepthProtocol,
-                      budget: ProbeBudget) -> DepthProbe:
-    """``layers`` (N, L, T, D) frozen features; ``targets`` (N, H, W) metric depth, NaN invalid, all at one size."""
+                      budget: ProbeBudget, head: str = "light", width: int = 128,
+                      device: str | torch.device = "cpu") -> DepthProbe:
+    """``layers`` (N, L, T, D) frozen features; ``targets`` (N, H, W) metric depth, NaN invalid, all at one size;
+    ``head`` and ``width`` come from the probe profile (`mtv.eval.profiles`). Batches move to ``device``; the
+    trained probe is returned on the CPU."""
     torch.manual_seed(budget.seed)
-    probe = DepthProbe(layers.shape[-1], layers.shape[1], protocol.min_depth, protocol.max_depth)
+    probe = DepthProbe(layers.shape[-1], layers.shape[1], protocol.min_depth, protocol.max_depth, head, width)
+    probe.to(device)
     size = tuple(targets.shape[-2:])
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor | None:
-        target = targets[idx]
+        target = targets[idx].to(device)
         valid = protocol.mask(target)
         if valid.sum() < 2:
             return None
-        pred = probe(layers[idx], grid, size)
+        pred = probe(layers[idx].to(device), grid, size)
         return 10 * sig_loss(pred, target, valid) + 0.5 * gradient_loss(pred, target, valid)
 
-    return fit_probe(probe, len(layers), budget, batch_loss)
+    return fit_probe(probe, len(layers), budget, batch_loss).cpu()
 
 
 @torch.no_grad()

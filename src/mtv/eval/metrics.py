@@ -15,22 +15,28 @@ from mtv.ops.boxes import box_iou as pairwise_iou, paired
 IGNORE = -1
 
 
-def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(C, C) counts, rows = truth, columns = prediction, over pixels whose target is not ``IGNORE``."""
+def seg_areas(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(4, C) pixel counts per class, as mmsegmentation's ``IoUMetric.intersect_and_union``: intersection, union,
+    prediction and truth over the pixels whose target is not ``IGNORE``. A kept pixel whose target is outside
+    [0, C) still counts under its predicted class, as mmseg's histogram of the masked prediction does."""
     keep = target != IGNORE
-    idx = target[keep].long() * num_classes + pred[keep].long()
-    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    p, t = pred[keep].long(), target[keep].long()
+
+    def hist(x: torch.Tensor) -> torch.Tensor:
+        x = x[(x >= 0) & (x < num_classes)]
+        return torch.bincount(x, minlength=num_classes)
+
+    inter, area_pred, area_label = hist(p[p == t]), hist(p), hist(t)
+    return torch.stack([inter, area_pred + area_label - inter, area_pred, area_label])
 
 
-def segmentation_scores(conf: torch.Tensor) -> dict[str, float]:
-    """mIoU over classes present in the truth or the predictions (as mmseg: absent-and-unpredicted classes are
-    left out, not counted as 1), and pixel accuracy."""
-    conf = conf.double()
-    tp = conf.diag()
-    union = conf.sum(0) + conf.sum(1) - tp
-    seen = union > 0
-    return {"miou": (tp[seen] / union[seen]).mean().item() if seen.any() else 0.0,
-            "pixel_acc": (tp.sum() / conf.sum()).item() if conf.sum() > 0 else 0.0}
+def seg_scores(areas: torch.Tensor) -> dict:
+    """mmseg's ``total_area_to_metrics`` of areas summed over the test set: per-class IoU (NaN for a class in
+    neither truth nor prediction), ``miou`` their NaN-mean (NaN when no class has pixels), ``pixel_acc`` (aAcc)."""
+    inter, union, _, label = areas.double()
+    iou = inter / union  # 0 / 0 = NaN: the class is left out of the mean
+    return {"miou": iou.nanmean().item(), "pixel_acc": (inter.sum() / label.sum()).item(),
+            "per_class_iou": [None if v != v else v for v in iou.tolist()]}
 
 
 def valid_depth(target: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:

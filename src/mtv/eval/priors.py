@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from mtv.eval.correspondence import Pair, threshold_tag
 from mtv.eval.depth_probe import DepthProtocol, score_depth_maps
-from mtv.eval.keypoints import Convention, hits, pck_metrics
-from mtv.eval.metrics import IGNORE, confusion, recall_at, segmentation_scores
+from mtv.eval.keypoints import Convention, hits, pck_metrics, scored_points
+from mtv.eval.metrics import IGNORE, recall_at, seg_areas, seg_scores
 
 PRIOR_SIDE = 128  # the per-pixel class prior is counted on a grid at most this many pixels on a side
 
@@ -40,11 +40,11 @@ def seg_prior(train_maps: Sequence[torch.Tensor], test_maps: Sequence[torch.Tens
         keep = m != IGNORE
         counts.view(num_classes, -1)[m[keep], keep.flatten().nonzero()[:, 0]] += 1
     majority = counts.argmax(0)
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    areas = torch.zeros(4, num_classes, dtype=torch.long)
     for y in test_maps:
         pred = F.interpolate(majority[None, None].float(), size=tuple(y.shape), mode="nearest")[0, 0].long()
-        conf += confusion(pred, y.long(), num_classes)
-    scores = segmentation_scores(conf)
+        areas += seg_areas(pred, y.long(), num_classes)
+    scores = seg_scores(areas)
     return {"seg_miou": scores["miou"], "seg_pixel_acc": scores["pixel_acc"]}
 
 
@@ -81,6 +81,7 @@ def geo_prior(pairs: Sequence[Pair], sizes_a: Sequence[tuple[int, int]], sizes_b
 def sem_prior(pairs: Sequence[Pair], sizes_a: Sequence[tuple[int, int]], sizes_b: Sequence[tuple[int, int]],
               alpha: float, convention: Convention = "centre") -> dict:
     """PCK of the identity match, under the semantic probe's convention and averaging (`mtv.eval.keypoints`)."""
-    per_pair = [hits(_scale_points(p.pts_a, sa, sb).numpy(), p.pts_b, p.bbox, alpha, convention)
+    per_pair = [hits(_scale_points(p.pts_a, sa, sb).numpy(), scored_points(p.pts_b, sb, convention), p.bbox, alpha,
+                     convention)
                 for p, sa, sb in zip(pairs, sizes_a, sizes_b)]
     return pck_metrics(per_pair, [p.category for p in pairs], [p.viewpoint for p in pairs])[0]

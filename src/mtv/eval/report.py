@@ -32,6 +32,9 @@ def _render_suite(report: dict) -> list[str]:
     lines = [f"# Evaluation of `{report['model']}` — suite `{report['suite']}`", "",
              f"Data: `{report['data']}`" + (f", probes trained on `{report['train']}`" if report.get("train") else "")
              + f" — images: {sizes}.", ""]
+    chosen = report.get("config", {}).get("protocol")
+    if chosen:
+        lines += [f"Probe profile: `{chosen['name']}` (`mtv eval --protocol`; docs/EVALUATION.md).", ""]
     refs = {title: report[field] for field, title in REFERENCE_TITLES.items() if report.get(field)}
     refs["chance"] = report.get("chance", {})
     lines += ["| metric | value | " + " | ".join(refs) + " |", "|---|---:|" + "---:|" * len(refs)]
@@ -52,12 +55,12 @@ def _render_suite(report: dict) -> list[str]:
                       f"{diag['tokens_effective_rank']:.1f}"
                   + (f"; untrained floor: pooled {floor_diag['pooled_effective_rank']:.1f}, patch tokens "
                      f"{floor_diag['tokens_effective_rank']:.1f}" if floor_diag else "") + "."]
-    probes = {k: v for k, v in report["config"].items() if isinstance(v, dict) and k != "floor"}
+    probes = {k: v for k, v in report["config"].items() if isinstance(v, dict) and k not in ("floor", "protocol")}
     if probes:
         lines += ["", "## Probe settings", ""]
         settings = lambda cfg: "; ".join(f"{k} {v}" for k, v in cfg.items())  # noqa: E731
         for name, cfg in probes.items():
-            lines.append(f"- **{name}**: " + settings({k: v for k, v in cfg.items() if k not in ("per_class", "protocols")}))
+            lines.append(f"- **{name}**: " + settings({k: v for k, v in cfg.items() if k not in ("per_class", "per_class_iou", "protocols")}))
             lines += [f"  - `{prefix}`: {settings(sub)}" for prefix, sub in cfg.get("protocols", {}).items()]
     return lines
 

@@ -3,6 +3,7 @@ the label map (docs/EVALUATION.md), trained with cross-entropy that ignores unla
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtv.eval.metrics import IGNORE, confusion, segmentation_scores
+from mtv.eval.metrics import IGNORE, seg_areas, seg_scores
 
 
 @dataclass(frozen=True)
@@ -22,9 +23,22 @@ class ProbeBudget:
     lr: float = 5e-3
     batch_size: int = 32
     weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0  # > 0: Probe3D's schedule (`warmup_cosine_factor`) per step; 0: constant lr
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+MIN_LR_FACTOR = 0.01  # Probe3D's cosine_decay_linear_warmup floor
+
+
+def warmup_cosine_factor(step: int, total: int, warmup: float) -> float:
+    """Probe3D's lr factor at optimiser step ``step`` of ``total``: linear from 1 % to 1 over ``warmup`` steps,
+    then a quarter cosine from 1 down to 1 %."""
+    span = 1 - MIN_LR_FACTOR
+    if step <= warmup:
+        return span * step / warmup + MIN_LR_FACTOR
+    return span * math.cos(0.5 * math.pi * (step - warmup) / (total - warmup)) + MIN_LR_FACTOR
 
 
 def fit_probe(probe: nn.Module, n: int, budget: ProbeBudget,
@@ -33,6 +47,10 @@ def fit_probe(probe: nn.Module, n: int, budget: ProbeBudget,
     epochs; ``batch_loss(indices)`` returns None for a batch with nothing to learn from."""
     gen = torch.Generator().manual_seed(budget.seed)
     opt = torch.optim.AdamW(probe.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
+    per_epoch = math.ceil(n / budget.batch_size)
+    total, warmup = budget.epochs * per_epoch, budget.warmup_epochs * per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, (lambda step: warmup_cosine_factor(step, total, warmup)) if warmup > 0 else (lambda step: 1.0))
     for _ in range(budget.epochs):
         for idx in torch.randperm(n, generator=gen).split(budget.batch_size):
             loss = batch_loss(idx)
@@ -41,6 +59,7 @@ def fit_probe(probe: nn.Module, n: int, budget: ProbeBudget,
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
     return probe.eval()
 
 
@@ -74,9 +93,10 @@ def predict_seg(probe: nn.Linear, tokens: torch.Tensor, grid: tuple[int, int], s
 
 
 def evaluate_seg(probe: nn.Linear, tokens: torch.Tensor, grid: tuple[int, int], labels: Sequence[torch.Tensor],
-                 num_classes: int) -> dict[str, float]:
-    """mIoU and pixel accuracy accumulated over the whole test set, each image scored at its own label size."""
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+                 num_classes: int) -> dict:
+    """mmseg's mIoU, pixel accuracy and per-class IoU of areas summed over the whole test set, each image scored
+    at its own label size (`mtv.eval.metrics.seg_scores`)."""
+    areas = torch.zeros(4, num_classes, dtype=torch.long)
     for x, y in zip(tokens, labels):
-        conf += confusion(predict_seg(probe, x[None], grid, tuple(y.shape))[0], y, num_classes)
-    return segmentation_scores(conf)
+        areas += seg_areas(predict_seg(probe, x[None], grid, tuple(y.shape))[0], y, num_classes)
+    return seg_scores(areas)

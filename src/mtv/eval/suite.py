@@ -32,11 +32,13 @@ from mtv.eval.correspondence import (GEO_PROTOCOLS, MTV, PROBE3D, geo_metrics, p
                                      score_probe3d_pair)
 from mtv.eval.depth_probe import evaluate_depth_probe, train_depth_probe
 from mtv.eval.encoders import Encoder, load_encoder
-from mtv.eval.features import embed_texts
+from mtv.eval.features import ImageView, embed_texts, view_pixels
 from mtv.eval.floor import floor_report_dir, publish, untrained_model
 from mtv.eval.heads import eval_depth_head, eval_grounding
-from mtv.eval.keypoints import CONVENTIONS, DESCRIPTIONS, Convention, hits, pck_metrics, transfer
+from mtv.eval.keypoints import (CONVENTIONS, DESCRIPTIONS, VIEWS, Convention, hits, pck_metrics, scored_points,
+                                transfer)
 from mtv.eval.metrics import IGNORE, effective_rank
+from mtv.eval.profiles import PROFILES, ProbeProfile, profile, profile_layers
 from mtv.eval.priors import depth_prior, geo_prior, sem_prior, seg_prior
 from mtv.eval.report import versions, write_report
 from mtv.eval.segmentation import ProbeBudget, evaluate_seg, train_linear_seg
@@ -51,9 +53,11 @@ SUITES = {"world": PROBES, "real": PROBES}
 GEO_THRESHOLDS = (0.01, 0.05, 0.10)  # fractions of the target image's longer side
 GEO_HEADLINE = 0.05
 GEO_TAGS = {MTV: "mtv", PROBE3D: "p3d"}  # metric prefix of a protocol that is not its split's first
-SEG_BUDGET = ProbeBudget(seed=0, epochs=20, lr=5e-3, batch_size=32)
-DEPTH_BUDGET = ProbeBudget(seed=0, epochs=10, lr=5e-4, batch_size=8, weight_decay=1e-2)  # Probe3D's AdamW
 SEM_ALPHA = 0.1  # PCK@0.1 of the target box's longer side (SPair-71k, Probe3D)
+DEPTH_HEADS = {"light": "LayerNorm per layer, concat, 1x1 conv, 3x3 conv, 256 evenly spaced bins, logits upsampled, "
+                         "Probe3D's linear normalisation (relu + 0.1, divided by the sum)",
+               "dpt": "Probe3D's DPT (1x1 projections, 4 fusion stages of residual 3x3 units, x16 upsampling), 256 "
+                      "evenly spaced bins, linear normalisation, depth upsampled (align_corners)"}
 TRAIN_LABEL_FACTOR = 4  # probes train on label maps at 4x the patch grid; tests score at full label size
 
 
@@ -80,19 +84,21 @@ class FeatureStore:
     def __init__(self, encoder: Encoder, layer_ids: list[int], batch_size: int, cache: bool, progress: bool):
         self.encoder, self.layer_ids = encoder, layer_ids
         self.batch_size, self.cache, self.progress = batch_size, cache, progress
-        self._memo: dict[int, Features] = {}
+        self._memo: dict[tuple[int, ImageView], Features] = {}
+        self._counted: set[int] = set()  # splits whose unreadable images are counted
         self.passes = 0
 
-    def __call__(self, split: Split) -> Features:
-        if self.cache and id(split) in self._memo:
-            return self._memo[id(split)]
-        feats = self._extract(split)
+    def __call__(self, split: Split, view: ImageView = ImageView()) -> Features:
+        key = (id(split), view)
+        if self.cache and key in self._memo:
+            return self._memo[key]
+        feats = self._extract(split, view)
         if self.cache:
-            self._memo[id(split)] = feats
+            self._memo[key] = feats
         return feats
 
     @torch.no_grad()
-    def _extract(self, split: Split) -> Features:
+    def _extract(self, split: Split, view: ImageView) -> Features:
         self.passes += 1
         rows, sizes, ok = [], [], []  # rows: (pooled, tokens, layers) of the batches' images that opened
         bar = tqdm(total=len(split), desc=f"features: {split.name}", unit="image", disable=not on_terminal(self.progress),
@@ -104,18 +110,22 @@ class FeatureStore:
                     images.append(open_image(src))
                     ok.append(True)
                 except SkipSample:
-                    split.skipped["bad_image"] += 1
+                    if id(split) not in self._counted:  # one count per image, whatever the passes
+                        split.skipped["bad_image"] += 1
                     images.append(None)
                     ok.append(False)
             sizes += [(im.height, im.width) if im else (1, 1) for im in images]
             good = [im for im in images if im is not None]
             if good:
-                out = self.encoder.encode(self.encoder.pixels(good), layers=self.layer_ids)
+                px = view_pixels(self.encoder, good, view)
+                out = self.encoder.encode(px, layers=self.layer_ids if view.layers else [])
                 grid = out.grid
+                layers = torch.stack(out.layers, 1) if out.layers else out.tokens.new_zeros(len(good), 0)
                 rows.append((F.normalize(out.pooled.float(), dim=-1).cpu(), out.tokens.half().cpu(),
-                             torch.stack(out.layers, 1).half().cpu()))
+                             layers.half().cpu()))
             bar.update(len(images))
         bar.close()
+        self._counted.add(id(split))
         if not any(ok):
             raise MTVError(f"{split.name}: no image could be opened ({len(split)} tried)")
         opened = torch.tensor(ok)
@@ -140,6 +150,14 @@ class Context:
     depth_budget: ProbeBudget
     prior: dict  # the image-free reference of each dense metric (`mtv.eval.priors`), filled by the probes
     sem_convention: Convention = "centre"  # keypoint transfer and PCK test of corr_sem (`mtv.eval.keypoints`)
+    profile: ProbeProfile = PROFILES["cpu"]  # the dense probes' head, layers, resolution (`mtv.eval.profiles`)
+
+    @property
+    def dense_view(self) -> ImageView:
+        return ImageView(side=self.profile.image_side)
+
+    def depth_layers(self) -> list[int]:
+        return profile_layers(self.profile, self.encoder.num_layers)
 
 
 def _resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -204,7 +222,7 @@ def probe_seg(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, dict
     if not (train.seg and test.seg):
         raise NotRun("the data has no semantic maps")
     classes = test.seg_classes or train.seg_classes
-    ftr, fte = ctx.store(train), ctx.store(test)
+    ftr, fte = ctx.store(train, ctx.dense_view), ctx.store(test, ctx.dense_view)
     idx_tr, maps_tr = _dense_labels(train, ftr, train.seg, "seg")
     idx_te, maps_te = _dense_labels(test, fte, test.seg, "seg")
     size = _train_size(ftr)
@@ -215,28 +233,32 @@ def probe_seg(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, dict
     return {"seg_miou": scores["miou"], "seg_pixel_acc": scores["pixel_acc"]}, {}, \
         {**ctx.seg_budget.as_dict(), "features": "final patch tokens", "n_train": len(idx_tr),
          "n_test": len(idx_te), "classes": len(classes), "train_label_size": list(size),
-         "ignore_index": IGNORE, "logits": "bilinear upsampling to the label map"}
+         "ignore_index": IGNORE, "logits": "bilinear upsampling to the label map",
+         "miou": "mmsegmentation IoUMetric: areas summed over the test set, NaN-mean of per-class IoU (a class in "
+                 "neither truth nor prediction is left out)", "per_class_iou": scores["per_class_iou"]}
 
 
 def probe_depth(ctx: Context, train: Split, test: Split) -> tuple[dict, dict, dict]:
     if not (train.depth and test.depth):
         raise NotRun("the data has no metric depth")
     protocol = test.depth_protocol
-    ftr, fte = ctx.store(train), ctx.store(test)
+    ftr, fte = ctx.store(train, ctx.dense_view), ctx.store(test, ctx.dense_view)
     idx_tr, maps_tr = _dense_labels(train, ftr, train.depth, "depth")
     idx_te, maps_te = _dense_labels(test, fte, test.depth, "depth")
     size = _train_size(ftr)
     targets = torch.stack([_resize_nearest(m, size) for m in maps_tr])
-    pos = [ctx.store.layer_ids.index(k) for k in depth_layers(ctx.encoder.num_layers)]
-    probe = train_depth_probe(ftr.layers[idx_tr][:, pos], ftr.grid, targets, protocol, ctx.depth_budget)
+    pos = [ctx.store.layer_ids.index(k) for k in ctx.depth_layers()]
+    head = ctx.profile
+    device = ctx.encoder.device if head.depth_head == "dpt" else "cpu"  # the DPT wants a GPU
+    probe = train_depth_probe(ftr.layers[idx_tr][:, pos], ftr.grid, targets, protocol, ctx.depth_budget,
+                              head.depth_head, head.depth_width, device)
     scores, skipped = evaluate_depth_probe(probe, fte.layers[idx_te][:, pos], fte.grid, maps_te, protocol)
     test.skipped["depth/no_valid_pixel"] += skipped
     ctx.prior.update(depth_prior(maps_tr, maps_te, protocol))
     return {f"depth_{k}": v for k, v in scores.items()}, {}, \
         {**ctx.depth_budget.as_dict(), **protocol.describe(), "n_train": len(idx_tr), "n_test": len(idx_te),
-         "layers": depth_layers(ctx.encoder.num_layers),
-         "head": "LayerNorm per layer, concat, 1x1 conv 128, 3x3 conv, 256 evenly spaced bins, logits upsampled, "
-                 "Probe3D's linear normalisation (relu + 0.1, divided by the sum)",
+         "layers": ctx.depth_layers(), "profile": ctx.profile.name, "head": DEPTH_HEADS[head.depth_head],
+         "width": head.depth_width, "image_side": ctx.profile.describe()["image_side"],
          "loss": "10 x SigLoss(lambda 0.85) + 0.5 x Probe3D's gradient loss (strides 1, 2, 4, 6; pixels two apart; "
                  "divided by the valid pixels)", "train_label_size": list(size),
          "alignment": "raw, and aligned_* after least-squares scale and shift per image"}
@@ -291,7 +313,7 @@ def probe_corr_geo(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
 def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
     if not test.sem_pairs:
         raise NotRun(f"{test.name} has no keypoint pairs")
-    feats = ctx.store(test)
+    feats = ctx.store(test, VIEWS[ctx.sem_convention])
     scored, per_pair = [], []
     for p in test.sem_pairs:
         if not (feats.ok[p.a] and feats.ok[p.b]):
@@ -300,7 +322,8 @@ def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
         scored.append(p)
         pred = transfer(_feature_map(feats, p.a), feats.sizes[p.a], p.pts_a, _feature_map(feats, p.b),
                         feats.sizes[p.b], ctx.sem_convention)
-        per_pair.append(hits(pred, p.pts_b, p.bbox, SEM_ALPHA, ctx.sem_convention))
+        truth = scored_points(p.pts_b, feats.sizes[p.b], ctx.sem_convention)
+        per_pair.append(hits(pred, truth, p.bbox, SEM_ALPHA, ctx.sem_convention))
     if not scored:
         raise NotRun("no pair had both images readable")
     metrics, per_class = pck_metrics(per_pair, [p.category for p in scored], [p.viewpoint for p in scored])
@@ -310,6 +333,7 @@ def probe_corr_sem(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
     return metrics, {}, \
         {"pairs": len(scored), "alpha": SEM_ALPHA, "bbox": "max(w, h) of the target box",
          "convention": ctx.sem_convention, "matching": DESCRIPTIONS[ctx.sem_convention],
+         "image_side": VIEWS[ctx.sem_convention].side or "the processor's",
          "averaging": "per keypoint within a class, then over classes"
                       + ("; corr_sem_pck_vp<k>: the same within viewpoint_variation bin k" if bins else ""),
          "per_class": per_class}
@@ -415,20 +439,21 @@ def _floor(model_dir: str, probes: list[str], settings: dict, progress: bool) ->
 def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, suite: str = "world",
               train: str | os.PathLike | None = None, batch_size: int = 64, max_samples: int | None = None,
               cache: bool = True, seed: int = 0, epochs: int | None = None, progress: bool = True,
-              floor: bool | None = None, sem_convention: Convention = "centre") -> dict:
+              floor: bool | None = None, sem_convention: Convention = "centre", protocol: str = "cpu") -> dict:
     """Runs the probes of ``suite`` and writes report.json and report.md in ``out``; returns the report.
 
     ``data``: world held-out shards, or the real benchmarks' root; ``train``: world shards the seg and depth
     probes train on. ``epochs`` overrides both probes' budgets (recorded). ``floor`` (default: on world data)
     adds ``metrics_floor``, the same probes on an untrained encoder of the same architecture and init seed.
-    ``sem_convention`` picks corr_sem's keypoint convention (`mtv.eval.keypoints`). Cheap checks come before
-    features."""
+    ``sem_convention`` picks corr_sem's keypoint convention (`mtv.eval.keypoints`), ``protocol`` the dense probes'
+    profile (`mtv.eval.profiles`: ``cpu`` or ``probe3d``). Cheap checks come before features."""
     model_dir, data, out = str(model_dir), str(data), str(out)
     if batch_size < 1 or (max_samples is not None and max_samples < 1) or (epochs is not None and epochs < 1):
         raise MTVError(f"eval: batch_size ({batch_size}), max_samples ({max_samples}) and epochs ({epochs}) "
                        "must be at least 1")
     if sem_convention not in CONVENTIONS:
         raise MTVError(f"eval: --sem-convention {sem_convention!r}: choose one of {', '.join(CONVENTIONS)}")
+    chosen = profile(protocol)
     preset, probes = parse_probes(suite)
     writable_dir(out, "report", "--out directory")
     if not os.path.exists(data):
@@ -441,11 +466,13 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
     encoder.model.to("cuda" if torch.cuda.is_available() else "cpu")
     heads = {k: h.to(encoder.device) for k, h in load_heads(model_dir, encoder.model).items()} \
         if encoder.carries_heads else {}
-    layer_ids = sorted(set(depth_layers(encoder.num_layers)) | set(getattr(heads.get("depth"), "layers", [])))
+    num_layers = encoder.num_layers
+    layer_ids = sorted(set(depth_layers(num_layers)) | set(profile_layers(chosen, num_layers))
+                       | set(getattr(heads.get("depth"), "layers", [])))
     seg_budget, depth_budget = (replace(b, seed=seed, **({"epochs": epochs} if epochs else {}))
-                                for b in (SEG_BUDGET, DEPTH_BUDGET))
+                                for b in (chosen.seg_budget, chosen.depth_budget))
     ctx = Context(encoder, heads, FeatureStore(encoder, layer_ids, batch_size, cache, progress),
-                  batch_size, progress, seg_budget, depth_budget, {}, sem_convention)
+                  batch_size, progress, seg_budget, depth_budget, {}, sem_convention, chosen)
 
     metrics, chance, not_run, configs, timings = {}, {}, {}, {}, {}
     skip = not_applicable(encoder, probes)
@@ -485,7 +512,7 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
     if floor:
         settings = {"data": data, "train": str(train) if train else None, "batch_size": batch_size,
                     "max_samples": max_samples, "cache": cache, "seed": seed, "epochs": epochs,
-                    "sem_convention": sem_convention}
+                    "sem_convention": sem_convention, "protocol": protocol}
         metrics_floor, floor_info = _floor(model_dir, [p for p in probes if p not in skip], settings, progress)
         metrics_floor = {k: v for k, v in metrics_floor.items() if k in metrics}
 
@@ -499,8 +526,8 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
         "metrics_prior": {k: v for k, v in ctx.prior.items() if k in metrics}, "chance": chance, "not_run": not_run,
         "not_applicable": skip, "num_samples": {s.name: len(s) for s in splits},
         "skipped": {"total": sum(skipped.values()), **dict(sorted(skipped.items()))},
-        "config": {"encoder": encoder.describe(), "batch_size": batch_size, "max_samples": max_samples,
-                   "cache": cache, "seed": seed, "resolution": list(encoder.image.size),
+        "config": {"encoder": encoder.describe(), "protocol": chosen.describe(), "batch_size": batch_size,
+                   "max_samples": max_samples, "cache": cache, "seed": seed, "resolution": list(encoder.image.size),
                    "patch_size": encoder.patch_size, "feature_layers": layer_ids,
                    "heads": sorted(heads), "feature_passes": ctx.store.passes, "floor": floor_info, **configs},
         "diagnostics": diagnostics,
