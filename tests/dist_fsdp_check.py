@@ -135,6 +135,7 @@ def main() -> None:
             save(engines["fsdp"][0], engines["single"][0], cfg, model_cfg, processor_dir, out, d)
     if d.main:
         (out / "result.json").write_text(json.dumps(result, indent=1))
+    dist.barrier()  # see mtv.train.distributed.teardown
     dist.destroy_process_group()
 
 

@@ -97,6 +97,7 @@ def main() -> None:
                     print(f"OK {mode}: world {world}, chunk {chunk_size}: mean per-rank loss and DDP-averaged "
                           "gradients equal the single-process loss on the global batch", flush=True)
         check_without_group(rank)
+        dist.barrier()  # see mtv.train.distributed.teardown
     finally:
         dist.destroy_process_group()
 

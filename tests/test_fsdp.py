@@ -117,9 +117,11 @@ def kill_ranks(proc: subprocess.Popen, seconds: float = 120) -> None:
 @pytest.mark.slow
 def test_a_killed_fsdp_run_resumes_with_identical_losses(tmp_path, world):
     """SIGKILL both ranks after the first sharded checkpoint; the resumed run's losses equal an
-    uninterrupted FSDP run's, and a plain (DDP) resume of its checkpoints is refused in one line."""
+    uninterrupted FSDP run's, so do the probes eval.every runs on the gathered weights, and a plain (DDP) resume
+    of its checkpoints is refused in one line."""
     tree = train_tree(tmp_path / "killed", world, steps=40, ckpt_every=4, keep_ckpts=20, parallel="fsdp",
-                      ssl=SMALL_SSL, precision="fp32")
+                      ssl=SMALL_SSL, precision="fp32",
+                      eval={"data": str(world), "every": 20, "max_samples": 12, "during": "zeroshot,retrieval"})
     (tmp_path / "k.yaml").write_text(yaml.safe_dump(tree))
     proc = torchrun_train(tmp_path / "k.yaml")
     first = tmp_path / "killed" / "checkpoints" / "step_00000004"
@@ -137,6 +139,11 @@ def test_a_killed_fsdp_run_resumes_with_identical_losses(tmp_path, world):
     assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stderr.read()[-3000:]
 
     after, whole = read_metrics(tmp_path / "killed"), read_metrics(tmp_path / "whole")
+    evals = [[r for r in records if "eval/zeroshot_top1" in r] for records in (after, whole)]
+    assert [r["step"] for r in evals[0]] == [20, 40]
+    for resumed_eval, whole_eval in zip(*evals, strict=True):
+        assert resumed_eval == pytest.approx(whole_eval, rel=1e-5)
+    after, whole = ([r for r in records if "loss" in r] for records in (after, whole))
     assert [r["step"] for r in after] == list(range(1, 41))
     assert [r["loss"] for r in after] == pytest.approx([r["loss"] for r in whole], rel=1e-6, abs=1e-7)
     assert [r["samples_seen"] for r in after] == [r["samples_seen"] for r in whole]

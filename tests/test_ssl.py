@@ -109,6 +109,7 @@ def _two_rank_worker(rank: int, path: str, logits: torch.Tensor, out: str) -> No
     centering = TeacherCentering(logits.shape[1], "ema", momentum=0.9)
     centering(part, 0.05, group=dist.group.WORLD)
     torch.save({"q": q, "center": centering.center}, f"{out}.{rank}")
+    dist.barrier()  # see mtv.train.distributed.teardown
     dist.destroy_process_group()
 
 

@@ -228,3 +228,20 @@ def test_the_preview_keys_each_segmentation_colour_to_its_label():
     for patch, (y, x) in zip(key, [(0, 0), (0, 1), (1, 0)]):
         assert np.allclose(patch.get_facecolor(), drawn[y, x])
     assert len({tuple(p.get_facecolor()) for p in key}) == 3
+
+
+def test_the_second_camera_orbits_30_to_80_degrees_away_either_way():
+    """World version 3's orbit step (`AZIMUTH_STEP_DEG`): the azimuth of each camera's viewing direction, read back
+    from its rotation (the optical axis is the third row, whatever the roll), differs by 30–80° in both senses."""
+    from mtv.world.scene import AZIMUTH_STEP_DEG, sample_cameras
+
+    assert AZIMUTH_STEP_DEG == (30.0, 80.0)
+    steps = []
+    for seed in range(2000):
+        cams = sample_cameras(np.random.default_rng(seed), 64)
+        az = [np.arctan2(-c.world_to_cam[2, 1], -c.world_to_cam[2, 0]) for c in cams]
+        steps.append(np.rad2deg((az[1] - az[0] + np.pi) % (2 * np.pi) - np.pi))
+    steps = np.array(steps)
+    assert ((np.abs(steps) >= 30 - 1e-6) & (np.abs(steps) <= 80 + 1e-6)).all()
+    assert np.abs(steps).min() < 31 and np.abs(steps).max() > 79  # the whole range is drawn
+    assert 0.45 < (steps > 0).mean() < 0.55

@@ -95,6 +95,9 @@ class EvalConfig(_Section):
     probe_train: str | None = Field(None, description="shards the dense probes are fitted on (default: data.train)")
     suite: str = Field("world", description="`mtv eval --suite` value: world, real, or a list of probes")
     max_samples: int | None = Field(None, ge=1, description="cap on evaluated samples")
+    every: int | None = Field(None, ge=1, description="during training: run eval.during on eval.data every K steps "
+                              "and at the last step, logged as eval/<metric>")
+    during: str = Field("zeroshot,retrieval", description="the probes eval.every runs (comma-separated)")
 
 
 class TrainConfig(BaseModel):
@@ -160,6 +163,8 @@ class TrainConfig(BaseModel):
                              + ", ".join(registered()))
         if self.optim.warmup_steps >= self.steps:
             raise ValueError(f"optim.warmup_steps ({self.optim.warmup_steps}) must be below steps ({self.steps})")
+        if self.eval.every and not self.eval.data:
+            raise ValueError("eval.every needs eval.data: the held-out shards (or benchmark root) to evaluate on")
         return self
 
 

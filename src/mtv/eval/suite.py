@@ -412,7 +412,7 @@ def parse_probes(suite: str) -> tuple[str | None, list[str]]:
     return None, names
 
 
-def _is_world(data: str) -> bool:
+def is_world(data: str) -> bool:
     return data.endswith(".tar") or "{" in data or any(n.endswith(".tar") for n in os.listdir(data))
 
 
@@ -434,6 +434,48 @@ def _floor(model_dir: str, probes: list[str], settings: dict, progress: bool) ->
     floor = json.loads((final / "report.json").read_text())
     return floor["metrics"], {**recipe, "model": str(untrained), "report": str(final / "report.json"),
                               "cached": cached, "diagnostics": floor.get("diagnostics", {})}
+
+
+def make_context(encoder: Encoder, heads: dict, chosen: ProbeProfile, batch_size: int = 64, cache: bool = True,
+                 progress: bool = False, seed: int = 0, epochs: int | None = None,
+                 sem_convention: Convention = "centre") -> Context:
+    """What the probes read for ``encoder``: one feature store with every layer the profile and heads need."""
+    num_layers = encoder.num_layers
+    layer_ids = sorted(set(depth_layers(num_layers)) | set(profile_layers(chosen, num_layers))
+                       | set(getattr(heads.get("depth"), "layers", [])))
+    seg_budget, depth_budget = (replace(b, seed=seed, **({"epochs": epochs} if epochs else {}))
+                                for b in (chosen.seg_budget, chosen.depth_budget))
+    return Context(encoder, heads, FeatureStore(encoder, layer_ids, batch_size, cache, progress),
+                   batch_size, progress, seg_budget, depth_budget, {}, sem_convention, chosen)
+
+
+def run_probes(ctx: Context, source, probes: list[str], strict: bool = True
+               ) -> tuple[dict, dict, dict, dict, dict]:
+    """Metrics, chance levels, probes not run (with why), probe configs and seconds of each of ``probes`` on
+    ``source``'s splits (`WorldData` or `RealData`). ``strict``: an input error stops the run instead of being
+    recorded as not run (a list the user named, not a preset)."""
+    metrics, chance, not_run, configs, timings = {}, {}, {}, {}, {}
+    bar = tqdm(probes, desc="eval", unit="probe", disable=not on_terminal(ctx.progress))
+    for name in bar:
+        bar.set_description(f"eval: {name}")
+        start = time.perf_counter()
+        try:
+            for suffix, tr, te in source.splits(name):
+                m, c, cfg = _run_probe(ctx, name, tr, te)
+                if suffix:
+                    m = {k.replace(name, name + suffix, 1): v for k, v in m.items()}
+                metrics.update(m)
+                chance.update(c)
+                configs[name + suffix] = cfg
+        except NotRun as e:
+            not_run[name] = str(e)
+        except MTVError as e:
+            if strict:
+                raise
+            not_run[name] = str(e)
+        timings[name] = round(time.perf_counter() - start, 3)
+    bar.close()
+    return metrics, chance, not_run, configs, timings
 
 
 def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, suite: str = "world",
@@ -458,7 +500,7 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
     writable_dir(out, "report", "--out directory")
     if not os.path.exists(data):
         raise MTVError(f"{data}: no such data directory")
-    world = preset == "world" or (preset is None and _is_world(data))
+    world = preset == "world" or (preset is None and is_world(data))
     floor = world if floor is None else floor
     source = WorldData(data, str(train) if train else None, max_samples, seed) if world \
         else RealData(data, max_samples)
@@ -466,36 +508,10 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
     encoder.model.to("cuda" if torch.cuda.is_available() else "cpu")
     heads = {k: h.to(encoder.device) for k, h in load_heads(model_dir, encoder.model).items()} \
         if encoder.carries_heads else {}
-    num_layers = encoder.num_layers
-    layer_ids = sorted(set(depth_layers(num_layers)) | set(profile_layers(chosen, num_layers))
-                       | set(getattr(heads.get("depth"), "layers", [])))
-    seg_budget, depth_budget = (replace(b, seed=seed, **({"epochs": epochs} if epochs else {}))
-                                for b in (chosen.seg_budget, chosen.depth_budget))
-    ctx = Context(encoder, heads, FeatureStore(encoder, layer_ids, batch_size, cache, progress),
-                  batch_size, progress, seg_budget, depth_budget, {}, sem_convention, chosen)
-
-    metrics, chance, not_run, configs, timings = {}, {}, {}, {}, {}
+    ctx = make_context(encoder, heads, chosen, batch_size, cache, progress, seed, epochs, sem_convention)
     skip = not_applicable(encoder, probes)
-    bar = tqdm([p for p in probes if p not in skip], desc="eval", unit="probe", disable=not on_terminal(progress))
-    for name in bar:
-        bar.set_description(f"eval: {name}")
-        start = time.perf_counter()
-        try:
-            for suffix, tr, te in source.splits(name):
-                m, c, cfg = _run_probe(ctx, name, tr, te)
-                if suffix:
-                    m = {k.replace(name, name + suffix, 1): v for k, v in m.items()}
-                metrics.update(m)
-                chance.update(c)
-                configs[name + suffix] = cfg
-        except NotRun as e:
-            not_run[name] = str(e)
-        except MTVError as e:
-            if preset is None:
-                raise
-            not_run[name] = str(e)
-        timings[name] = round(time.perf_counter() - start, 3)
-    bar.close()
+    metrics, chance, not_run, configs, timings = run_probes(ctx, source, [p for p in probes if p not in skip],
+                                                            strict=preset is None)
     not_run.update(source.missing)
     if not metrics and not skip:
         raise MTVError(f"{data}: none of the probes could run ("
@@ -528,7 +544,7 @@ def run_suite(model_dir: str | os.PathLike, data: str | os.PathLike, out: str | 
         "skipped": {"total": sum(skipped.values()), **dict(sorted(skipped.items()))},
         "config": {"encoder": encoder.describe(), "protocol": chosen.describe(), "batch_size": batch_size,
                    "max_samples": max_samples, "cache": cache, "seed": seed, "resolution": list(encoder.image.size),
-                   "patch_size": encoder.patch_size, "feature_layers": layer_ids,
+                   "patch_size": encoder.patch_size, "feature_layers": ctx.store.layer_ids,
                    "heads": sorted(heads), "feature_passes": ctx.store.passes, "floor": floor_info, **configs},
         "diagnostics": diagnostics,
         "timings_s": timings,

@@ -49,8 +49,13 @@ def setup(device: str = "auto", parallel: str = "ddp") -> Dist:
     return Dist(rank, world, local, dev)
 
 
-def teardown() -> None:
+def teardown(drain: bool = True) -> None:
+    """Leaves the process group. ``drain`` first waits for every rank: under gloo, a rank that closes its sockets
+    while a peer's last collective is still in flight aborts the peer ("terminate called without an active
+    exception"). A rank that is failing skips the wait, which its peers might never join."""
     if dist.is_initialized():
+        if drain and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -30,6 +30,7 @@ from mtv.train.distributed import Dist, gather_objects, mean_over_ranks, setup, 
 from mtv.train.interrupt import StopRequest, interrupted
 from mtv.train.lock import run_lock
 from mtv.train.logger import MetricsLog
+from mtv.train.periodic_eval import PeriodicEval
 from mtv.train.parallel import checkpoint_blocks, distribute, is_sharded, whole
 from mtv.train.precision import autocast_dtype
 from mtv.train.optim import build_optimizer, scaled_lr
@@ -40,15 +41,18 @@ from mtv.train.step import Engine, compiled, train_step
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Trains ``cfg``; Ctrl-C saves a checkpoint at the current step and raises `TrainingInterrupted`."""
     d = setup(cfg.device, cfg.parallel)
+    finished = False
     try:
         with run_lock(cfg.run_dir, enabled=d.main), StopRequest() as stop:
-            return _train(cfg, d, resume, progress, stop)
+            result = _train(cfg, d, resume, progress, stop)
+        finished = True
+        return result
     except OSError as e:  # a full or read-only disk under the run directory (config, processor, logs)
         if is_disk_error(e):
             raise disk_error(e.filename or cfg.run_dir, e, "run_dir") from None
         raise
     finally:
-        teardown()
+        teardown(drain=finished)
 
 
 def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRequest) -> dict:
@@ -103,6 +107,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRe
     batches = Batches(ShardStream(shards, _decoder(cfg, processor, vision), cfg.batch_size, cfg.seed, d.rank,
                                   d.world_size, cfg.data.shuffle_buffer, state), cfg.data.workers)
     log = MetricsLog(run, step, enabled=d.main)
+    evaluator = PeriodicEval(cfg, run, tok, model_cfg, d)
     bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and d.main), desc="train", unit="step")
     start_step, t_start, noted = step, time.perf_counter(), False
     t_log, step_log = t_start, step
@@ -148,6 +153,14 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRe
             t_log, step_log = now, step
         else:
             log.scalars(step, row.scalars())  # the schedule table reaches TensorBoard at every step
+        if evaluator.due(step):
+            began = time.perf_counter()
+            found = evaluator(task)
+            if found:
+                log.log({"step": step, **found})
+                tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in found.items()))
+            spent = time.perf_counter() - began  # evaluation is not training throughput
+            t_log, t_start = t_log + spent, t_start + spent
         saved = step % cfg.ckpt_every == 0 or step == cfg.steps
         if saved:
             _save(cfg, run, step, task, opt, scaler, batches.state, model_cfg, nonfinite, d)
