@@ -66,3 +66,26 @@ def test_a_compile_backend_that_cannot_run_is_a_one_line_error(tmp_path, world):
     with pytest.raises(MTVError, match=r"^compile: torch.compile with backend 'no-such-backend' cannot run here "
                                        r"\(.*\); set compile: false or another compile_backend$"):
         train(build_config(tree), progress=False)
+
+
+def test_a_compiler_that_fails_on_the_step_itself_is_a_one_line_error(tmp_path, world):
+    """A backend that compiles `compiled`'s tiny check but not the step's graphs, as inductor's C++ build fails for
+    some bf16 reductions on AVX-512 CPUs: the first step raises one line naming the fixes, and no checkpoint is
+    written for a step that never happened."""
+    from torch._dynamo import register_backend
+
+    @register_backend(name="mtv_test_small_graphs_only")
+    def small_graphs_only(gm, example_inputs):
+        if len(gm.graph.nodes) > 20:
+            raise RuntimeError("no kernel for this graph")
+        return gm.forward
+
+    tree = train_tree(tmp_path / "run", world, steps=2, optim={"warmup_steps": 1}, compile=True,
+                      compile_backend="mtv_test_small_graphs_only", precision="bf16")
+    torch._dynamo.reset()
+    with pytest.raises(MTVError, match=r"^compile: torch.compile with backend 'mtv_test_small_graphs_only' could not "
+                                       r"build the training step on this machine \(BackendCompilerFailed: .*\); set "
+                                       r"compile: false, compile_backend: aot_eager, or precision: fp32$") as e:
+        train(build_config(tree), progress=False)
+    assert "\n" not in str(e.value)
+    assert not list((tmp_path / "run").glob("checkpoints/*"))

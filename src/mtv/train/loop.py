@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from mtv.train.parallel import checkpoint_blocks, distribute, is_sharded, whole
 from mtv.train.precision import autocast_dtype
 from mtv.train.optim import build_optimizer, scaled_lr
 from mtv.train.schedule import ScheduleTable
-from mtv.train.step import Engine, compiled, train_step
+from mtv.train.step import Engine, compile_failures_said, compiled, train_step
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -118,8 +119,9 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRe
 
     while step < cfg.steps:
         row = table.row(step)
-        result = train_step(engine, lambda micro: _step_batch(next(batches), task, row.plan, tok, cfg, grid,
-                                                              (d.rank, step, micro)).to(d.device), row)
+        with compile_failures_said(cfg.compile_backend, dtype) if cfg.compile else nullcontext():
+            result = train_step(engine, lambda micro: _step_batch(next(batches), task, row.plan, tok, cfg, grid,
+                                                                  (d.rank, step, micro)).to(d.device), row)
         if result.bad:
             nonfinite += 1
             if d.main:

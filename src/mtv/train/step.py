@@ -8,8 +8,9 @@ micro-step is a single flag: whether any term is NaN/inf on any rank, which deci
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -58,6 +59,23 @@ def compiled(net: nn.Module, backend: str) -> Callable:
                        f"{str(e).splitlines()[0] if str(e) else ''}); set compile: false or another "
                        "compile_backend") from None
     return torch.compile(net, backend=backend)
+
+
+@contextmanager
+def compile_failures_said(backend: str, autocast_dtype: torch.dtype | None) -> Iterator[None]:
+    """A compiler that passes `compiled`'s check but fails on the step's own graphs, which it builds in the first
+    step's forward and backward, is one line too: e.g. torch 2.13's inductor emits C++ that does not compile for
+    some bf16 reductions on AVX-512 CPUs without AMX."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import InductorError
+
+    try:
+        yield
+    except (BackendCompilerFailed, InductorError) as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), "")
+        fixes = "set compile: false, compile_backend: aot_eager" + (", or precision: fp32" if autocast_dtype else "")
+        raise MTVError(f"compile: torch.compile with backend {backend!r} could not build the training step on this "
+                       f"machine ({type(e).__name__}: {first}); {fixes}") from None
 
 
 def train_step(engine: Engine, next_batch: Callable[[int], Batch], row: StepSchedule) -> StepResult:
