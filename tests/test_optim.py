@@ -4,6 +4,8 @@ and that the defaults step exactly as the plain AdamW before the recipe did."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 
 import numpy as np
@@ -174,9 +176,6 @@ def test_the_default_recipe_steps_exactly_as_the_plain_adamw_it_replaced():
     """Before the recipe existed, a run had one AdamW: weight decay on every trainable tensor of 2-D or more, none
     on the rest, and a LambdaLR warm-up cosine of the run's steps. Fed the same gradients, the default recipe
     (with the SSL head and its mask token in the model) must move every parameter bit for bit as that did."""
-    import copy
-    import functools
-
     cfg, task, opt, table = _task()
     before = copy.deepcopy(task)
     trainable = [p for p in before.parameters() if p.requires_grad]
