@@ -151,3 +151,31 @@ def test_a_gemma_tokenizer_siglip_trains_and_exports_with_its_tokenizer(tmp_path
     assert model.config.text_config.vocab_size == len(tok)
     assert not torch.equal(model.state_dict()["text_model.embeddings.token_embedding.weight"],
                            SiglipModel.from_pretrained(src).state_dict()["text_model.embeddings.token_embedding.weight"])
+
+
+def test_an_init_skip_pattern_that_matches_no_tensor_is_a_one_line_error(source, tmp_path):
+    root, out = source
+    cfg = build_config(train_tree(tmp_path / "run", root / "data", model__init=str(out),
+                                  model__init_skip=[r"^text_model\.", r"^vision_tower\."]))
+    with pytest.raises(MTVError, match=r"^model.init_skip: '\^vision_tower\\\\.' matches no tensor of .*; fix or "
+                                       r"remove it$"):
+        train(cfg, progress=False)
+
+
+def test_init_skip_without_an_init_is_refused():
+    with pytest.raises(MTVError, match=r"model.init_skip names tensors of model.init, which is unset"):
+        build_config(train_tree("run", "data", model__init_skip=[r"^text_model\."]))
+
+
+def test_a_tokenizer_larger_than_the_text_towers_vocabulary_is_a_one_line_error(tmp_path):
+    """The trained tokenizer (200 pieces) against a model.config whose text tower embeds 50: said before the first
+    forward, where the embedding lookup would fail with an index error."""
+    from mtv.models.siglip import preset_config
+
+    write_toy_shards(tmp_path / "data", n_shards=1, per_shard=8)
+    preset_config("micro", 50, 16, 0, 1).save_pretrained(tmp_path / "small")
+    cfg = build_config(train_tree(tmp_path / "run", tmp_path / "data", model__config=str(tmp_path / "small")))
+    with pytest.raises(MTVError, match=r"^model.vocab_size 200: the tokenizer has \d+ tokens but model.config's "
+                                       r"text tower 50; use a tokenizer of at most 50 tokens"):
+        train(cfg, progress=False)
+    assert not list((tmp_path / "run").glob("checkpoints/*"))

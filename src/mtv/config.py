@@ -163,6 +163,9 @@ class TrainConfig(BaseModel):
                              + ", ".join(registered()))
         if self.optim.warmup_steps >= self.steps:
             raise ValueError(f"optim.warmup_steps ({self.optim.warmup_steps}) must be below steps ({self.steps})")
+        if self.model.init_skip and not self.model.init:
+            raise ValueError("model.init_skip names tensors of model.init, which is unset; set model.init or remove "
+                             "model.init_skip")
         if self.eval.every and not self.eval.data:
             raise ValueError("eval.every needs eval.data: the held-out shards (or benchmark root) to evaluate on")
         return self

@@ -58,6 +58,9 @@ def load_init(model: SiglipModel, source: str, skip: Sequence[str] = ()) -> list
     if weights[POSITIONS].shape != target.shape:
         weights[POSITIONS] = resize_positions(weights[POSITIONS], math.isqrt(target.shape[0]))
     patterns = [re.compile(p) for p in skip]
+    if unmatched := [p.pattern for p in patterns if not any(p.search(k) for k in weights)]:
+        raise MTVError(f"model.init_skip: {', '.join(map(repr, unmatched))} matches no tensor of {source} (names "
+                       f"look like {next(iter(weights))!r}); fix or remove it")
     skipped = [k for k in weights if any(p.search(k) for p in patterns)]
     kept = {k: v for k, v in weights.items() if k not in set(skipped)}
     missing, unexpected = model.load_state_dict(kept, strict=False)

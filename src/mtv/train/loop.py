@@ -70,6 +70,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, progress: bool, stop: StopRe
     processor = _processor(cfg, run, shards, d)
     tok = processor.tokenizer
     model_cfg = SiglipConfig.from_dict(ck["model_config"]) if ck else init or _model_config(cfg, tok)
+    _check_vocabulary(cfg, len(tok), model_cfg.text_config.vocab_size)
     vision = model_cfg.vision_config
     if vision.image_size % vision.patch_size:
         raise MTVError(f"model.image_size {vision.image_size} is not a multiple of the patch size "
@@ -262,6 +263,19 @@ def _captions(shards: list[str], limit: int) -> list[str]:
         if len(out) >= limit:
             break
     return out
+
+
+def _check_vocabulary(cfg: TrainConfig, tokens: int, vocab: int) -> None:
+    """A token id past the text tower's embedding table would fail deep inside the first forward."""
+    if tokens <= vocab:
+        return
+    if cfg.model.init:
+        raise MTVError(f"model.init: {cfg.model.init}'s tokenizer has {tokens} tokens but its text tower only {vocab}; "
+                       "the directory's tokenizer and config.json do not belong together")
+    source = f"model.tokenizer {cfg.model.tokenizer}" if cfg.model.tokenizer else \
+        f"model.vocab_size {cfg.model.vocab_size}"
+    raise MTVError(f"{source}: the tokenizer has {tokens} tokens but model.config's text tower {vocab}; use a "
+                   f"tokenizer of at most {vocab} tokens or a config whose text_config.vocab_size is at least {tokens}")
 
 
 def _model_config(cfg: TrainConfig, tok) -> SiglipConfig:
