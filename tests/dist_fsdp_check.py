@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fixtures import train_tree  # noqa: E402
+from fixtures import SMALL_SSL, train_tree  # noqa: E402
 from mtv.config import build_config  # noqa: E402
 from mtv.data.batch import Batch  # noqa: E402
 from mtv.data.shards import list_shards  # noqa: E402
@@ -42,7 +42,6 @@ from mtv.train.schedule import ScheduleTable  # noqa: E402
 from mtv.train.step import Engine, train_step  # noqa: E402
 
 B, STEPS = 4, 3
-SMALL_SSL = {"n_local": 2, "prototypes": 64, "head_hidden": 32, "bottleneck": 16}
 DECOMPOSABLE = {"ssl": {**SMALL_SSL, "koleo_weight": 0.0}, "grounding": {"enabled": False}}
 ALL_FOUR = {"ssl": SMALL_SSL}
 

@@ -53,6 +53,10 @@ def write_toy_shards(folder: str | Path, n_shards: int = 4, per_shard: int = 16,
     return paths
 
 
+# An SSL head small enough for micro runs of seconds (the default has 4096 prototypes and 6 local crops).
+SMALL_SSL = {"n_local": 2, "prototypes": 64, "head_hidden": 32, "bottleneck": 16}
+
+
 def train_tree(run_dir: str | Path, data: str | Path, **extra) -> dict:
     """A config tree for a seconds-long training run of the `micro` preset."""
     # toy shards carry no depth or boxes: the missing-label stop is tested on its own, off here

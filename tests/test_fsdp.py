@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import SiglipModel
 
-from fixtures import train_tree
+from fixtures import SMALL_SSL, train_tree
 from mtv.config import build_config
 from mtv.errors import MTVError
 from mtv.export import export
@@ -24,7 +24,6 @@ from mtv.train.logger import read_metrics
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-SMALL_SSL = {"n_local": 2, "prototypes": 64, "head_hidden": 32, "bottleneck": 16}
 
 
 @pytest.fixture(scope="module")

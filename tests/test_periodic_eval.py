@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures import train_tree
+from fixtures import SMALL_SSL, train_tree
 from mtv.config import build_config
 from mtv.errors import MTVError
 from mtv.eval.suite import run_suite
@@ -12,7 +12,6 @@ from mtv.export import export
 from mtv.train import train
 from mtv.train.logger import read_metrics
 
-SMALL_SSL = {"n_local": 2, "prototypes": 64, "head_hidden": 32, "bottleneck": 16}
 
 
 def tree(run_dir, world, val, **extra):
