@@ -1,10 +1,12 @@
-"""Depth: SSI + gradient-matching loss against a plain NumPy computation, its invariances, the DPT head and
-the objective's handling of unlabelled images."""
+"""Depth: SSI + gradient-matching loss against a plain NumPy computation, its invariances, the DPT and linear
+heads and the objective's handling of unlabelled images."""
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from mtv.errors import MTVError
 from mtv.losses.depth import align, depth_loss, gradient_matching
 from mtv.models.depth_head import depth_layers
 from mtv.models.siglip import build_model, preset_config
@@ -122,18 +124,23 @@ def tower():
     return build_model(preset_config("micro", 100, 16, 0, 1)).vision_model
 
 
+HEAD_KINDS = ("dpt", "linear")
+
+
+@pytest.mark.parametrize("head", HEAD_KINDS)
 @pytest.mark.parametrize("size", [(32, 32), (48, 64)])
-def test_head_output_has_the_input_size(tower, size):
-    depth = Depth(DepthConfig(width=16), dim=32, num_layers=2)
+def test_head_output_has_the_input_size(tower, size, head):
+    depth = Depth(DepthConfig(width=16, head=head), dim=32, num_layers=2)
     out = encode_images(tower, torch.randn(2, 3, *size), layers=depth.layers)
     assert out.grid == (size[0] // 8, size[1] // 8)
     pred = depth.predict(out.layers, out.grid, size)
     assert pred.shape == (2, 1, *size) and (pred >= 0).all()
 
 
-def test_objective_uses_only_labelled_images(tower):
+@pytest.mark.parametrize("head", HEAD_KINDS)
+def test_objective_uses_only_labelled_images(tower, head):
     torch.manual_seed(0)
-    depth = Depth(DepthConfig(width=16), dim=32, num_layers=2)
+    depth = Depth(DepthConfig(width=16, head=head), dim=32, num_layers=2)
     px = torch.randn(3, 3, 32, 32)
     out = encode_images(tower, px, layers=depth.layers)
     target, _ = targets(b=3, h=32, w=32)
@@ -146,14 +153,66 @@ def test_objective_uses_only_labelled_images(tower):
     assert tower.encoder.layers[0].mlp.fc1.weight.grad.abs().sum() > 0  # the tower learns from depth
 
 
-def test_batch_without_depth_gives_a_zero_that_reaches_every_parameter(tower):
-    depth = Depth(DepthConfig(width=16), dim=32, num_layers=2)
+@pytest.mark.parametrize("head", HEAD_KINDS)
+def test_batch_without_depth_gives_a_zero_that_reaches_every_parameter(tower, head):
+    depth = Depth(DepthConfig(width=16, head=head), dim=32, num_layers=2)
     out = encode_images(tower, torch.randn(2, 3, 32, 32), layers=depth.layers)
     loss = depth.loss(out.layers, out.grid, (32, 32), torch.full((2, 1, 32, 32), float("nan")),
                  torch.zeros(2, dtype=torch.bool))["loss_depth"]
     loss.backward()
     assert loss.item() == 0.0
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in depth.parameters())
+
+
+def test_the_linear_head_reads_each_patch_from_its_own_tokens_alone():
+    """Its output at a patch centre, before the bilinear upsampling, is the linear map of that patch's
+    layer-normalised tokens: changing another patch's tokens leaves it unchanged (a DPT's 3x3 convs would not)."""
+    torch.manual_seed(0)
+    depth = Depth(DepthConfig(head="linear"), dim=32, num_layers=2)
+    head = depth.head
+    layers = [torch.randn(1, 16, 32) for _ in range(4)]
+    grid = (4, 4)
+    by_hand = torch.cat([F.layer_norm(x, (32,), n.weight, n.bias) for x, n in zip(layers, head.norms)], -1)
+    by_hand = F.softplus(by_hand @ head.out.weight[:, :, 0, 0].T + head.out.bias)[0, :, 0].reshape(grid)
+    at_centres = depth.predict(layers, grid, grid)[0, 0]  # one pixel per patch: the upsampling is the identity
+    torch.testing.assert_close(at_centres, by_hand)
+    moved = [x.clone() for x in layers]
+    for x in moved:
+        x[0, 5] += 3 * torch.randn(32)  # patch (1, 1); a constant shift would vanish in the LayerNorm
+    changed = (depth.predict(moved, grid, grid)[0, 0] - at_centres).abs() > 1e-6
+    assert changed.nonzero().tolist() == [[1, 1]]
+
+
+def test_the_head_reads_the_blocks_it_is_given_and_refuses_what_it_cannot_read(tower):
+    last = Depth(DepthConfig(head="linear", layers=[-1]), dim=32, num_layers=6)
+    assert last.layers == [5] and last.needs.layers == (5,) and len(last.head.norms) == 1
+    assert Depth(DepthConfig(), dim=32, num_layers=6).layers == [1, 2, 4, 5]  # DPT's hooks
+    with pytest.raises(ValueError, match="the dpt head reads 4 layers"):
+        DepthConfig(layers=[5])
+    with pytest.raises(MTVError, match=r"depth.layers \[6\]: the tower has 6 blocks"):
+        Depth(DepthConfig(head="linear", layers=[6]), dim=32, num_layers=6)
+
+
+def test_the_token_head_adds_its_own_term_on_the_final_tokens(tower):
+    torch.manual_seed(0)
+    cfg = DepthConfig(width=16, weight=8.0, token_weight=0.5)
+    depth = Depth(cfg, dim=32, num_layers=2)
+    assert depth.weights() == {"loss_depth": 8.0, "loss_depth_tokens": 4.0}
+    out = encode_images(tower, torch.randn(3, 3, 32, 32), layers=depth.layers)  # [0, 0, 1, 1]
+    target, _ = targets(b=3, h=32, w=32)
+    valid = torch.ones(3, dtype=torch.bool)
+    terms = depth.loss(out.layers, out.grid, (32, 32), target, valid, out.layers[-1])
+    alone = depth_loss(depth.token_head([out.layers[-1]], out.grid, (32, 32)), target)
+    assert set(terms) == {"loss_depth", "loss_depth_tokens"} and terms["loss_depth_tokens"].item() == pytest.approx(alone.item())
+    terms["loss_depth_tokens"].backward()
+    assert all(p.grad is None for p in depth.head.parameters())  # the token term trains only its head and the tower
+    assert tower.encoder.layers[1].mlp.fc2.weight.grad.abs().sum() > 0
+    # it survives the export's config round trip, and without it a model has exactly the DPT's parameters
+    again = Depth(DepthConfig.model_validate(cfg.model_dump(mode="json")), dim=32, num_layers=2)
+    again.load_state_dict(depth.state_dict())
+    plain = Depth(DepthConfig(width=16), dim=32, num_layers=2)
+    assert plain.token_head is None and set(depth.state_dict()) - set(plain.state_dict()) == {
+        k for k in depth.state_dict() if k.startswith("token_head.")}
 
 
 def test_config_rejects_unknown_keys():

@@ -1,4 +1,5 @@
-"""A light DPT head: relative inverse depth from four intermediate layers of the ViT (Ranftl et al., 2021)."""
+"""Depth heads: relative inverse depth from four intermediate layers of the ViT. ``dpt``, a light DPT (Ranftl et
+al., 2021), or ``linear``, one linear map per token, which leaves the spatial reasoning to the tower."""
 
 from __future__ import annotations
 
@@ -96,3 +97,27 @@ class DepthHead(nn.Module):
             x = fuse(x, skip, size)
         x = F.interpolate(self.neck(x), size=tuple(image_size), mode="bilinear", align_corners=False)
         return F.softplus(self.out(x))
+
+
+class LinearDepthHead(nn.Module):
+    """Per-layer LayerNorm, concatenation and one linear map per token, upsampled bilinearly. With no
+    convolution, the depth of a patch must be legible in its own tokens, as it must be for a probe; a DPT can
+    instead build it from the context of many tokens (docs/DIAGNOSIS.md, round 5)."""
+
+    def __init__(self, dim: int, layers: int = 4):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.out = nn.Conv2d(dim * layers, 1, 1)
+
+    def forward(self, layers: Sequence[torch.Tensor], grid: tuple[int, int],
+                image_size: tuple[int, int]) -> torch.Tensor:
+        if len(layers) != len(self.norms):
+            raise ValueError(f"LinearDepthHead reads {len(self.norms)} layers, got {len(layers)}")
+        x = torch.cat([norm(x) for x, norm in zip(layers, self.norms)], -1)
+        x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        x = F.interpolate(self.out(x), size=tuple(image_size), mode="bilinear", align_corners=False)
+        return F.softplus(x)
+
+
+HEADS = {"dpt": lambda dim, width, layers: DepthHead(dim, width),
+         "linear": lambda dim, width, layers: LinearDepthHead(dim, layers)}
