@@ -4,6 +4,7 @@ world suite. Each prints figures; none changes a file.
     python benchmarks/diagnose_world.py teacher RUN_DIR         # SSL teacher-target and student entropy
     python benchmarks/diagnose_world.py layers EXPORT_DIR       # seg and geo probes on every layer, vs the floor
     python benchmarks/diagnose_world.py depth-budget EXPORT_DIR # the depth probe at other lr / epoch budgets
+    python benchmarks/diagnose_world.py geo-readouts EXPORT_DIR # geo recall of other feature readouts, vs the floor
 
 ``--val`` and ``--train`` name the world splits (default: the demo's), ``--max-samples`` caps each.
 """
@@ -25,8 +26,9 @@ from mtv.eval.benchmarks.world import load_world
 from mtv.eval.correspondence import geo_metrics, score_geo_pair
 from mtv.eval.encoders import load_encoder
 from mtv.eval.floor import untrained_model
-from mtv.eval.profiles import PROFILES
+from mtv.eval.profiles import PROFILES, probe3d_layers
 from mtv.eval.segmentation import evaluate_seg, train_linear_seg
+from mtv.models.depth_head import depth_layers
 from mtv.models.tokenizer import load_processor
 
 
@@ -95,6 +97,33 @@ def layers(a: argparse.Namespace) -> None:
                   f"  @0.10 {geo['corr_geo_recall_10']:.1%}", flush=True)
 
 
+def geo_readouts(a: argparse.Namespace) -> None:
+    """Geometric recall when the matcher reads something other than the final tokens: block 0; Probe3D's
+    ``multilayer`` (its four blocks concatenated raw); the depth probe's four blocks and every block, each
+    L2-normalised before concatenation (the mean of their cosines)."""
+    data = suite.WorldData(a.val, a.train, a.max_samples, 0)
+    for name, path in _twins(a.path):
+        encoder = load_encoder(path)
+        n = encoder.num_layers
+        store = suite.FeatureStore(encoder, list(range(n)), 64, True, False)
+        fa, fb = store(data.test), store(data.test.partner)
+        readouts = {"final tokens": None, "block 0": ("raw", [0]),
+                    f"Probe3D multilayer {probe3d_layers(n)}": ("raw", probe3d_layers(n)),
+                    f"mean cosine of {depth_layers(n)}": ("unit", depth_layers(n)),
+                    "mean cosine of every block": ("unit", list(range(n)))}
+        for label, how in readouts.items():
+            def read(f, i):
+                if how is None:
+                    return f.tokens[i].float()
+                parts = [f.layers[i, k].float() for k in how[1]]
+                return torch.cat([F.normalize(x, dim=-1) for x in parts] if how[0] == "unit" else parts, -1)
+            fmap = lambda x, g: x.T.reshape(-1, *g)  # noqa: E731
+            m = geo_metrics([score_geo_pair(p, fmap(read(fa, p.a), fa.grid), fa.sizes[p.a],
+                                            fmap(read(fb, p.b), fb.grid), fb.sizes[p.b]) for p in data.test.geo_pairs])[0]
+            print(f"{name:16s} {label:34s} recall@0.05 {m['corr_geo_recall']:.2%}  @0.10 {m['corr_geo_recall_10']:.2%}"
+                  f"  ratio test {m['corr_geo_recall_ratio']:.2%}", flush=True)
+
+
 def depth_budget(a: argparse.Namespace) -> None:
     """Whether a longer or faster-learning depth probe closes the gap to the floor."""
     cpu = PROFILES["cpu"]
@@ -112,14 +141,14 @@ def depth_budget(a: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("teacher", "layers", "depth-budget"))
-    p.add_argument("path", help="a run directory (teacher) or an export (layers, depth-budget)")
+    p.add_argument("what", choices=("teacher", "layers", "depth-budget", "geo-readouts"))
+    p.add_argument("path", help="a run directory (teacher) or an export (layers, depth-budget, geo-readouts)")
     p.add_argument("--val", default="runs/demo/world/val")
     p.add_argument("--train", default="runs/demo/world/train")
     p.add_argument("--max-samples", type=int, default=500)
     a = p.parse_args()
     print(machine())
-    {"teacher": teacher, "layers": layers, "depth-budget": depth_budget}[a.what](a)
+    {"teacher": teacher, "layers": layers, "depth-budget": depth_budget, "geo-readouts": geo_readouts}[a.what](a)
 
 
 if __name__ == "__main__":
