@@ -118,8 +118,9 @@ def geo_readouts(a: argparse.Namespace) -> None:
                 parts = [f.layers[i, k].float() for k in how[1]]
                 return torch.cat([F.normalize(x, dim=-1) for x in parts] if how[0] == "unit" else parts, -1)
             fmap = lambda x, g: x.T.reshape(-1, *g)  # noqa: E731
+            pairs = data.test.geo_pairs
             m = geo_metrics([score_geo_pair(p, fmap(read(fa, p.a), fa.grid), fa.sizes[p.a],
-                                            fmap(read(fb, p.b), fb.grid), fb.sizes[p.b]) for p in data.test.geo_pairs])[0]
+                                            fmap(read(fb, p.b), fb.grid), fb.sizes[p.b]) for p in pairs])[0]
             print(f"{name:16s} {label:34s} recall@0.05 {m['corr_geo_recall']:.2%}  @0.10 {m['corr_geo_recall_10']:.2%}"
                   f"  ratio test {m['corr_geo_recall_ratio']:.2%}", flush=True)
 

@@ -203,7 +203,8 @@ def test_the_token_head_adds_its_own_term_on_the_final_tokens(tower):
     valid = torch.ones(3, dtype=torch.bool)
     terms = depth.loss(out.layers, out.grid, (32, 32), target, valid, out.layers[-1])
     alone = depth_loss(depth.token_head([out.layers[-1]], out.grid, (32, 32)), target)
-    assert set(terms) == {"loss_depth", "loss_depth_tokens"} and terms["loss_depth_tokens"].item() == pytest.approx(alone.item())
+    assert set(terms) == {"loss_depth", "loss_depth_tokens"}
+    assert terms["loss_depth_tokens"].item() == pytest.approx(alone.item())
     terms["loss_depth_tokens"].backward()
     assert all(p.grad is None for p in depth.head.parameters())  # the token term trains only its head and the tower
     assert tower.encoder.layers[1].mlp.fc2.weight.grad.abs().sum() > 0

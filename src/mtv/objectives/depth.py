@@ -3,6 +3,7 @@ optionally a second, linear head on the final tokens."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal, Sequence
 
 import torch
@@ -26,7 +27,8 @@ class DepthConfig(BaseModel):
                                      "last); None: DPT's four hooks, ceil((k + 1) n / 4) - 1. The DPT head reads four")
     token_weight: float = Field(0.0, ge=0, description="lambda of loss_depth_tokens relative to loss_depth: the same "
                                 "loss on a linear head over the final block's tokens. A DPT can infer depth from the "
-                                "context of many tokens; this term asks each final token to carry its own. 0: no such head")
+                                "context of many tokens; this term asks each final token to carry its own. "
+                                "0: no such head")
     width: int = Field(64, ge=4, description="channels of the DPT head's pyramid (256 in DPT; small for tiny)")
     normalisation: Literal["lstsq", "median"] = Field(
         "lstsq", description="align prediction to target by least-squares scale+shift (MiDaS; squared residual / 2M)"
@@ -96,8 +98,8 @@ class Depth(Objective):
         if tuple(target.shape[-2:]) != tuple(image_size):
             raise ValueError(f"depth target {tuple(target.shape[-2:])} must be at the image size {tuple(image_size)}")
         c = self.cfg
-        score = lambda pred: depth_loss(pred, target, normalisation=c.normalisation, grad_weight=c.grad_weight,  # noqa: E731
-                                        scales=c.scales, min_valid_fraction=c.min_valid_fraction, images=valid)
+        score = partial(depth_loss, target=target, normalisation=c.normalisation, grad_weight=c.grad_weight,
+                        scales=c.scales, min_valid_fraction=c.min_valid_fraction, images=valid)
         terms = {"loss_depth": score(self.head(list(layers), grid, image_size))}
         if self.token_head is not None:
             terms["loss_depth_tokens"] = score(self.token_head([final], grid, image_size))
