@@ -73,6 +73,13 @@ def _twins(export: str) -> list[tuple[str, str]]:
     return [("trained", export), ("untrained floor", str(untrained_model(export)[0]))]
 
 
+def _geo(pairs: list, a: torch.Tensor, fa: suite.Features, b: torch.Tensor, fb: suite.Features) -> dict:
+    """The geometric probe's metrics when pair (i, j) matches tokens ``a[i]`` (of ``fa``'s images) to ``b[j]``."""
+    fmap = lambda x, g: x.T.reshape(-1, *g)  # noqa: E731
+    return geo_metrics([score_geo_pair(p, fmap(a[p.a], fa.grid), fa.sizes[p.a], fmap(b[p.b], fb.grid), fb.sizes[p.b])
+                        for p in pairs])[0]
+
+
 def layers(a: argparse.Namespace) -> None:
     """The seg probe (on layer-normalised tokens) and nearest-neighbour geometric matching on every layer."""
     data = suite.WorldData(a.val, a.train, a.max_samples, 0)
@@ -90,9 +97,7 @@ def layers(a: argparse.Namespace) -> None:
             tr, te, tb = (F.layer_norm(pick(f).float(), pick(f).shape[-1:]) for f in (ftr, fte, fb))
             probe = train_linear_seg(tr[idx_tr], ftr.grid, labels, classes, PROFILES["cpu"].seg_budget)
             seg = evaluate_seg(probe, te[idx_te], fte.grid, [m.long() for m in maps_te], classes)["miou"]
-            fmap = lambda x, g: x.T.reshape(-1, *g)  # noqa: E731
-            geo = geo_metrics([score_geo_pair(p, fmap(te[p.a], fte.grid), fte.sizes[p.a], fmap(tb[p.b], fb.grid),
-                                              fb.sizes[p.b]) for p in data.test.geo_pairs])[0]
+            geo = _geo(data.test.geo_pairs, te, fte, tb, fb)
             print(f"{name:16s} layer {layer!s:5s} seg mIoU {seg:.1%}  geo recall@0.05 {geo['corr_geo_recall']:.1%}"
                   f"  @0.10 {geo['corr_geo_recall_10']:.1%}", flush=True)
 
@@ -112,15 +117,12 @@ def geo_readouts(a: argparse.Namespace) -> None:
                     f"mean cosine of {depth_layers(n)}": ("unit", depth_layers(n)),
                     "mean cosine of every block": ("unit", list(range(n)))}
         for label, how in readouts.items():
-            def read(f, i):
+            def read(f):
                 if how is None:
-                    return f.tokens[i].float()
-                parts = [f.layers[i, k].float() for k in how[1]]
+                    return f.tokens.float()
+                parts = [f.layers[:, k].float() for k in how[1]]
                 return torch.cat([F.normalize(x, dim=-1) for x in parts] if how[0] == "unit" else parts, -1)
-            fmap = lambda x, g: x.T.reshape(-1, *g)  # noqa: E731
-            pairs = data.test.geo_pairs
-            m = geo_metrics([score_geo_pair(p, fmap(read(fa, p.a), fa.grid), fa.sizes[p.a],
-                                            fmap(read(fb, p.b), fb.grid), fb.sizes[p.b]) for p in pairs])[0]
+            m = _geo(data.test.geo_pairs, read(fa), fa, read(fb), fb)
             print(f"{name:16s} {label:34s} recall@0.05 {m['corr_geo_recall']:.2%}  @0.10 {m['corr_geo_recall_10']:.2%}"
                   f"  ratio test {m['corr_geo_recall_ratio']:.2%}", flush=True)
 

@@ -1,5 +1,6 @@
-"""Depth heads: relative inverse depth from four intermediate layers of the ViT. ``dpt``, a light DPT (Ranftl et
-al., 2021), or ``linear``, one linear map per token, which leaves the spatial reasoning to the tower."""
+"""Depth heads: relative inverse depth from intermediate layers of the ViT. `DepthHead`, a light DPT (Ranftl et
+al., 2021) on four layers, or `LinearDepthHead`, one linear map per token, which leaves the spatial reasoning to
+the tower."""
 
 from __future__ import annotations
 
@@ -117,7 +118,3 @@ class LinearDepthHead(nn.Module):
         x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
         x = F.interpolate(self.out(x), size=tuple(image_size), mode="bilinear", align_corners=False)
         return F.softplus(x)
-
-
-HEADS = {"dpt": lambda dim, width, layers: DepthHead(dim, width),
-         "linear": lambda dim, width, layers: LinearDepthHead(dim, layers)}

@@ -12,7 +12,7 @@ from transformers import SiglipModel
 
 from mtv.errors import MTVError
 from mtv.losses.depth import depth_loss
-from mtv.models.depth_head import HEADS, LinearDepthHead, depth_layers
+from mtv.models.depth_head import DepthHead, LinearDepthHead, depth_layers
 from mtv.objectives.base import Needs, Objective, Towers, register
 
 
@@ -61,11 +61,12 @@ class Depth(Objective):
         if any(not -num_layers <= k < num_layers for k in cfg.layers or []):
             raise MTVError(f"depth.layers {cfg.layers}: the tower has {num_layers} blocks (0 .. {num_layers - 1})")
         self.layers = depth_layers(num_layers) if cfg.layers is None else [k % num_layers for k in cfg.layers]
-        self.head = HEADS[cfg.head](dim, cfg.width, len(self.layers))
+        self.head = DepthHead(dim, cfg.width) if cfg.head == "dpt" else LinearDepthHead(dim, len(self.layers))
         self.final = num_layers - 1
         # built only when weighted: an unused head would leave DDP parameters without gradients
         self.token_head = LinearDepthHead(dim, 1) if cfg.token_weight > 0 else None
-        self.needs = Needs(layers=tuple(sorted(set(self.layers) | ({self.final} if self.token_head else set()))))
+        reads = set(self.layers) | ({self.final} if self.token_head else set())
+        self.needs = Needs(layers=tuple(sorted(reads)))
 
     @classmethod
     def build(cls, cfg: DepthConfig, model: SiglipModel) -> "Depth":
