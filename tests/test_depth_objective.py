@@ -148,6 +148,7 @@ def test_objective_uses_only_labelled_images(tower, head):
     loss = depth.loss(out.layers, out.grid, (32, 32), target, valid)["loss_depth"]
     pred = depth.predict(out.layers, out.grid, (32, 32))
     assert loss.item() == pytest.approx(depth_loss(pred[[0, 2]], target[[0, 2]]).item(), rel=1e-5)
+    tower.zero_grad(set_to_none=True)  # the module-scoped tower keeps other tests' gradients otherwise
     loss.backward()
     assert all(p.grad is not None for p in depth.parameters())
     assert tower.encoder.layers[0].mlp.fc1.weight.grad.abs().sum() > 0  # the tower learns from depth
@@ -183,7 +184,7 @@ def test_the_linear_head_reads_each_patch_from_its_own_tokens_alone():
     assert changed.nonzero().tolist() == [[1, 1]]
 
 
-def test_the_head_reads_the_blocks_it_is_given_and_refuses_what_it_cannot_read(tower):
+def test_the_head_reads_the_blocks_it_is_given_and_refuses_what_it_cannot_read():
     last = Depth(DepthConfig(head="linear", layers=[-1]), dim=32, num_layers=6)
     assert last.layers == [5] and last.needs.layers == (5,) and len(last.head.norms) == 1
     assert Depth(DepthConfig(), dim=32, num_layers=6).layers == [1, 2, 4, 5]  # DPT's hooks
@@ -205,6 +206,7 @@ def test_the_token_head_adds_its_own_term_on_the_final_tokens(tower):
     alone = depth_loss(depth.token_head([out.layers[-1]], out.grid, (32, 32)), target)
     assert set(terms) == {"loss_depth", "loss_depth_tokens"}
     assert terms["loss_depth_tokens"].item() == pytest.approx(alone.item())
+    tower.zero_grad(set_to_none=True)  # the module-scoped tower keeps other tests' gradients otherwise
     terms["loss_depth_tokens"].backward()
     assert all(p.grad is None for p in depth.head.parameters())  # the token term trains only its head and the tower
     assert tower.encoder.layers[1].mlp.fc2.weight.grad.abs().sum() > 0
