@@ -134,8 +134,8 @@ def main() -> None:
             save(engines["fsdp"][0], engines["single"][0], cfg, model_cfg, processor_dir, out, d)
     if d.main:
         (out / "result.json").write_text(json.dumps(result, indent=1))
-    dist.barrier()  # see mtv.train.distributed.teardown
-    dist.destroy_process_group()
+    dist.barrier()
+    os._exit(0)  # skip the interpreter teardown, in which gloo can abort a finished rank
 
 
 def save(sharded: Engine, single: Engine, cfg, model_cfg, processor_dir: Path, out: Path, d: Dist) -> None:

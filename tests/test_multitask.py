@@ -61,6 +61,49 @@ def test_world_sample_views_flip_everything_together(world, tokenizer):
     assert len(phrases) == int(v.sum()) and (boxes[:, 2] > boxes[:, 0]).all()
 
 
+def test_the_clean_view_crop_carries_its_boxes_depth_and_phrases(world, tokenizer):
+    """Checked against the crop done by hand on the stored image, with the window the decoder's generator draws
+    after its flip draw; a box keeps its phrase exactly when at least half its area and 4 px a side survive."""
+    from mtv.data.geometry import random_window, resize_depth
+    from mtv.data.schema import decode_image, sample_inverse_depth
+    from mtv.data.transforms import image_to_tensor
+    from mtv.data.views import CROP_RATIO
+    from mtv.losses.grounding import name_id
+
+    decoder = ViewDecoder(tokenizer, 32, 16, flip=0.0, max_boxes=10, depth=True, crop_scale=(0.3, 0.6))
+    for raw in list(read_samples(list_shards(world)))[:6]:
+        meta, image = decode_json(raw), decode_image(raw)
+        rng = np.random.default_rng(7)
+        rng.random()  # the flip draw
+        left, top, right, bottom = random_window(image.size, (0.3, 0.6), CROP_RATIO, rng)
+        assert 0.25 <= (right - left) * (bottom - top) / (image.width * image.height) <= 0.65  # rounding to pixels
+        got = decoder(raw, np.random.default_rng(7)).fields
+        torch.testing.assert_close(got["pixel_values"], image_to_tensor(image.crop((left, top, right, bottom)), 32))
+        inverse = sample_inverse_depth(raw, meta)[top:bottom, left:right]
+        torch.testing.assert_close(got["depth"][0], torch.from_numpy(resize_depth(inverse, (32, 32))), equal_nan=True)
+        boxes, phrases = sample_boxes(meta, 0.0, 10)
+        x0, y0 = np.clip(boxes[:, 0], left, right), np.clip(boxes[:, 1], top, bottom)
+        x1, y1 = np.clip(boxes[:, 2], left, right), np.clip(boxes[:, 3], top, bottom)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        kept = ((x1 - x0) * (y1 - y0) >= 0.5 * area) & (x1 - x0 >= 4) & (y1 - y0 >= 4)
+        v = got["box_valid"]
+        assert got["phrases"][: int(v.sum())] == [p for p, k in zip(phrases, kept) if k]
+        assert got["entity_ids"][v].tolist() == [name_id(p) for p, k in zip(phrases, kept) if k]
+        size = np.array([right - left, bottom - top] * 2, np.float32)
+        expected = np.stack([x0 - left, y0 - top, x1 - left, y1 - top], 1)[kept] / size
+        torch.testing.assert_close(got["boxes"][v], torch.from_numpy(expected.astype(np.float32)))
+
+
+def test_the_whole_image_crop_draws_nothing_and_a_bad_scale_names_the_key(world, tokenizer):
+    raw = next(iter(read_samples(list_shards(world))))
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    ViewDecoder(tokenizer, 32, 16, max_boxes=10, depth=True)(raw, rng_a)
+    rng_b.random()
+    assert rng_a.random() == rng_b.random()  # one draw (the flip) and no more
+    with pytest.raises(MTVError, match="data.crop_scale must satisfy 0 < low <= high <= 1"):
+        build_config(train_tree("r", "d", data__crop_scale=[0.8, 0.5]))
+
+
 def test_missing_labels_are_counted_per_objective(tmp_path):
     write_toy_shards(tmp_path / "toy", n_shards=2, per_shard=16)  # image-text only: no boxes, no depth
     summary = train(build_config(train_tree(tmp_path / "run", tmp_path / "toy", steps=2, optim={"warmup_steps": 1})), progress=False)

@@ -28,6 +28,16 @@ class DataConfig(_Section):
     max_skip_fraction: float = Field(0.05, ge=0.0, le=1.0, description="stop when more samples than this fail")
     flip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability of the clean view "
                         "('left'/'right' swapped in caption and phrases)")
+    crop_scale: tuple[float, float] = Field((1.0, 1.0), description="area fraction (min, max) of a random "
+                                            "resized crop of the clean view, aspect 3/4-4/3, that carries its boxes "
+                                            "and depth; (1, 1) keeps the whole image")
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale(cls, scale: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"data.crop_scale must satisfy 0 < low <= high <= 1 (got {scale[0]}, {scale[1]})")
+        return scale
     min_samples_for_skip_check: int = Field(500, ge=1)
     max_missing_label_fraction: float = Field(0.5, ge=0.0, le=1.0, description="stop when more used samples "
                                               "than this lack the depth or boxes an enabled objective needs")

@@ -8,6 +8,7 @@ returns new arrays and never changes its inputs.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Sequence
 
@@ -55,6 +56,21 @@ def hflip(image: Image.Image, boxes, depth: np.ndarray | None, texts: Sequence[s
     out_depth = None if depth is None else np.ascontiguousarray(depth[:, ::-1])
     return (image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), flipped, out_depth,
             [swap_left_right(t) for t in texts])
+
+
+def random_window(size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float],
+                  rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A random-resized-crop window ``(left, top, right, bottom)`` of an image of ``size``: area fraction uniform
+    in ``scale``, aspect log-uniform in ``ratio``. Ten draws; the whole image if none fits (extreme aspects)."""
+    w, h = size
+    for _ in range(10):
+        area = w * h * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            return left, top, left + cw, top + ch
+    return 0, 0, w, h
 
 
 def crop(image: Image.Image, boxes, depth: np.ndarray | None, window: tuple[int, int, int, int],

@@ -1,17 +1,16 @@
 """Self-supervised views of one image: the second global crop and the local crops (DINOv2's augmentations).
 
-The first global view is the clean view (whole image, unaugmented) that every objective shares, made elsewhere.
+The first global view is the clean view that every objective shares, made elsewhere (`mtv.data.views`).
 All randomness comes from the ``numpy.random.Generator`` passed in, so a sample's views are reproducible.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
+from mtv.data.geometry import random_window
 from mtv.data.transforms import Pixels, image_to_tensor
 
 
@@ -54,18 +53,8 @@ class MultiCrop:
                 torch.stack([image_to_tensor(v, s, pixels) for v in locals_]) if locals_ else torch.empty(0, 3, s, s))
 
     def _crop(self, img: Image.Image, scale: tuple[float, float], size: int, rng: np.random.Generator) -> Image.Image:
-        """Random resized crop (area fraction in ``scale``, log-uniform aspect in ``ratio``), then a random flip."""
-        w, h = img.size
-        box = (0, 0, w, h)  # whole image if no draw fits, e.g. for extreme aspect ratios
-        for _ in range(10):
-            area = w * h * rng.uniform(*scale)
-            aspect = math.exp(rng.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
-            cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-            if 0 < cw <= w and 0 < ch <= h:
-                left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-                box = (left, top, left + cw, top + ch)
-                break
-        out = img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+        """Random resized crop (`random_window`), then a random flip."""
+        out = img.resize((size, size), Image.Resampling.BICUBIC, box=random_window(img.size, scale, self.ratio, rng))
         return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < self.flip_p else out
 
     def _colour(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:

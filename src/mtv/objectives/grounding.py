@@ -30,8 +30,10 @@ class GroundingConfig(BaseModel):
     giou_weight: float = Field(2.0, ge=0, description="1 - GIoU weight inside loss_box (DETR)")
     min_score: float = Field(0.3, ge=0, le=1, description="loader keeps pseudo-boxes scoring at least this")
     max_boxes: int = Field(10, ge=1, description="loader keeps at most this many boxes per image (highest scores)")
-    min_visible: float = Field(0.5, ge=0, le=1, description="a crop drops boxes with less of their area left")
-    min_box_size: float = Field(4.0, ge=0, description="a crop drops boxes narrower or lower than this (pixels)")
+    min_visible: float = Field(0.5, ge=0, le=1, description="the clean view's crop (data.crop_scale) drops boxes "
+                               "with less of their area left")
+    min_box_size: float = Field(4.0, ge=0, description="the clean view's crop drops boxes narrower or lower than "
+                                "this (stored image pixels)")
     layers: int = Field(1, ge=1, le=2, description="prompter cross-attention layers")
     heads: int | None = Field(None, ge=1, description="prompter attention heads; None: token width // 64")
     box_freqs: int = Field(16, ge=1, description="sinusoidal frequencies per box coordinate")
@@ -82,7 +84,8 @@ class Grounding(Objective):
 
     @staticmethod
     def decoder_options(cfg: GroundingConfig, image_size: int, patch_size: int) -> dict:
-        return {"max_boxes": cfg.max_boxes, "min_score": cfg.min_score}
+        return {"max_boxes": cfg.max_boxes, "min_score": cfg.min_score, "min_visible": cfg.min_visible,
+                "min_box_size": cfg.min_box_size}
 
     def weights(self) -> dict[str, float]:
         c = self.cfg

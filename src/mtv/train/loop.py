@@ -356,7 +356,8 @@ def _decoder(cfg: TrainConfig, processor, vision) -> ViewDecoder:
             if (read := cls.sample_fields(section)) is not None:
                 fields.append(read)
     return ViewDecoder(processor.tokenizer, vision.image_size, cfg.model.text_length, flip=cfg.data.flip,
-                       pixels=Pixels.of(processor.image_processor), fields=fields, **options)
+                       crop_scale=cfg.data.crop_scale, pixels=Pixels.of(processor.image_processor), fields=fields,
+                       **options)
 
 
 def _step_batch(collated: dict, task: MultiTask, plan: dict, tok, cfg: TrainConfig, grid: tuple[int, int],
