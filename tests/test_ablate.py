@@ -12,6 +12,7 @@ import mtv.ablate
 from fixtures import train_tree
 from mtv import stats
 from mtv.ablate import ablate, comparisons, designs, rung_config, rung_dir
+from mtv.config import dump_config
 from mtv.errors import MTVError
 from mtv.world import generate_world
 
@@ -77,6 +78,7 @@ def fake_stages(monkeypatch):
     def train(cfg, resume=False):
         calls["train"].append((cfg.run_dir, cfg.seed, resume))
         (Path(cfg.run_dir) / "checkpoints").mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, Path(cfg.run_dir) / "config.yaml")
         (Path(cfg.run_dir) / "checkpoints" / "step_00000004.pt").write_bytes(b"")
 
     def export(run, out):
@@ -139,6 +141,17 @@ def test_rerun_redoes_only_the_unfinished_rung_and_seed(tmp_path, fake_stages):
     redone = str(out / "vl+ssl" / "seed1")
     assert fake_stages == {"train": [(redone, 1, True)], "export": [redone], "eval": [(redone + "/eval", 1)]}
     assert list(result["runs"]["+SSL"]) == ["0", "1"]
+
+
+def test_a_finished_run_made_with_another_config_is_refused_not_reused(tmp_path, fake_stages):
+    path, out = write_config(tmp_path, eval={"data": str(tmp_path)}), tmp_path / "out"
+    ablate(path, out, seeds=1, overrides=["data.crop_scale=[0.5,1.0]"])
+    ablate(path, out, seeds=1, overrides=["data.crop_scale=[0.5, 1.0]"])  # the same config: every run reused
+    assert len(fake_stages["train"]) == 4
+    with pytest.raises(MTVError, match=r"vl/seed0: was made with data.crop_scale=\[0.5, 1.0\], the ablation now "
+                                       r"says \[1.0, 1.0\]; remove that folder"):
+        ablate(path, out, seeds=1)
+    assert len(fake_stages["train"]) == 4
 
 
 @pytest.mark.slow

@@ -7,8 +7,8 @@ Figure 1 ``ladder`` (VL, +SSL, +Grounding, +Depth), ``leave-one-out`` (every obj
 dropped) and ``pairs`` (the first alone and with each other one).
 
 Each (rung, seed) is an ordinary run directory, ``OUT/<objectives>/seed<k>/`` with ``export/`` and ``eval/`` in
-it: rerunning skips every evaluated one and resumes an unfinished training, so a killed ablation loses at most one
-checkpoint interval. The directory is named by the objectives switched on, so designs written into one OUT share
+it: rerunning skips every evaluated one and resumes an unfinished training (either only if it was made with the
+same config), so a killed ablation loses at most one checkpoint interval. The directory is named by the objectives switched on, so designs written into one OUT share
 the rungs they have in common (VL, all four) instead of training them twice.
 """
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
+import yaml
 
 from mtv import stats
 from mtv.atomic import write_text
@@ -73,6 +75,7 @@ def run_rung(cfg: TrainConfig) -> dict:
     """Trains (resuming), exports and evaluates one (rung, seed); one already evaluated is read back, not redone.
     The eval seed (probe init, sample choice) follows the training seed, so a seed's whole result varies together."""
     run = Path(cfg.run_dir)
+    _check_same_config(cfg, run)
     done = run / "eval" / "report.json"
     if done.exists():
         print(f"== {run}: evaluated already, skipped")
@@ -82,6 +85,28 @@ def run_rung(cfg: TrainConfig) -> dict:
     model = export(run, run / "export")
     return run_suite(model, cfg.eval.data, run / "eval", suite=cfg.eval.suite,
                      train=cfg.eval.probe_train or cfg.data.train, max_samples=cfg.eval.max_samples, seed=cfg.seed)
+
+
+def _check_same_config(cfg: TrainConfig, run: Path) -> None:
+    """A run already in ``run`` is reused only if it was made with this config, so that changing the YAML or an
+    override never mixes old and new runs in one table. Keys the saved config lacks (added since) are not compared."""
+    saved_path = run / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+
+    def differences(old: dict, new: dict, prefix: str = ""):
+        for key, value in old.items():
+            if isinstance(value, dict) and isinstance(new.get(key), dict):
+                yield from differences(value, new[key], f"{prefix}{key}.")
+            elif new.get(key) != value:
+                yield f"{prefix}{key}", value, new.get(key)
+
+    first = next(differences(saved, cfg.model_dump(mode="json")), None)
+    if first:
+        key, was, now = first
+        raise MTVError(f"{run}: was made with {key}={was!r}, the ablation now says {now!r}; remove that folder to "
+                       f"redo it, or pass another --out")
 
 
 def _summary(runs: dict[str, dict[str, dict]]) -> dict:
