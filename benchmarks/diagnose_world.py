@@ -36,6 +36,12 @@ def _entropy(p: torch.Tensor) -> float:
     return -(p * p.clamp_min(1e-12).log()).sum(-1).mean().item()
 
 
+def _mean_cosine(x: torch.Tensor) -> float:
+    z = torch.nn.functional.normalize(x.float(), dim=-1)
+    n = len(z)
+    return ((z @ z.T).sum() - n).item() / (n * (n - 1))
+
+
 @torch.no_grad()
 def teacher(a: argparse.Namespace) -> None:
     """How much the DINO targets say: near log K the student has nothing to learn from them."""
@@ -57,10 +63,14 @@ def teacher(a: argparse.Namespace) -> None:
     split = load_world(a.val, "test", a.max_samples)
     processor = load_processor(f"{a.path}/processor")
     px = processor(images=[open_image(s) for s in split.images], return_tensors="pt")["pixel_values"]
-    logits = ssl.teacher["head"](encode_images(ssl.teacher["tower"], px).pooled)
+    pooled = encode_images(ssl.teacher["tower"], px).pooled
+    logits = ssl.teacher["head"](pooled)
     student = ssl.head(encode_images(model.vision_model, px).pooled)
     print(f"step {state['step']}, {cfg.prototypes} prototypes (log K = {math.log(cfg.prototypes):.2f}), "
           f"{len(px)} held-out images; teacher logits span {logits.min():.3f} .. {logits.max():.3f}")
+    # Sinkhorn balances each prototype over the batch: images the head cannot tell apart get uniform targets.
+    for name, x in (("pooled tokens", pooled), ("bottleneck", ssl.teacher["head"].mlp(pooled))):
+        print(f"  teacher {name}: mean cosine between two images {_mean_cosine(x):.4f}")
     for temp in (cfg.teacher_temp_start, cfg.teacher_temp_end):
         q = sinkhorn_knopp(logits, temp, cfg.sinkhorn_iters)
         print(f"  teacher targets at temperature {temp}: entropy {_entropy(q):.3f}, "

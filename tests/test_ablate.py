@@ -3,6 +3,7 @@ without redoing finished work, and are compared with paired t intervals (mtv.sta
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -151,7 +152,15 @@ def test_a_finished_run_made_with_another_config_is_refused_not_reused(tmp_path,
     with pytest.raises(MTVError, match=r"vl/seed0: was made with data.crop_scale=\[0.5, 1.0\], the ablation now "
                                        r"says \[1.0, 1.0\]; remove that folder"):
         ablate(path, out, seeds=1)
-    assert len(fake_stages["train"]) == 4
+    # Moved, and asked for other SSL settings, the VL rung (SSL off) is reused; the removed +SSL rung is trained
+    # again, and +Grounding, made with the old SSL settings, is refused.
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    shutil.rmtree(moved / "vl+ssl")
+    with pytest.raises(MTVError, match=r"vl\+ssl\+grounding/seed0: was made with ssl.student_temp=0.1, the "
+                                       r"ablation now says 0.2"):
+        ablate(path, moved, seeds=1, overrides=["data.crop_scale=[0.5,1.0]", "ssl.student_temp=0.2"])
+    assert [run for run, _, _ in fake_stages["train"][4:]] == [str(moved / "vl+ssl" / "seed0")]
 
 
 @pytest.mark.slow

@@ -89,20 +89,26 @@ def run_rung(cfg: TrainConfig) -> dict:
 
 def _check_same_config(cfg: TrainConfig, run: Path) -> None:
     """A run already in ``run`` is reused only if it was made with this config, so that changing the YAML or an
-    override never mixes old and new runs in one table. Keys the saved config lacks (added since) are not compared."""
+    override never mixes old and new runs in one table. Not compared: ``run_dir`` (a moved folder is the same run),
+    the settings of an objective that is off in both, and keys the saved config lacks (added since)."""
     saved_path = run / "config.yaml"
     if not saved_path.exists():
         return
     saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+    now = cfg.model_dump(mode="json")
+    ignored = {"run_dir", *(name for name in registered()
+                            if not saved.get(name, {}).get("enabled", True) and not now[name]["enabled"])}
 
     def differences(old: dict, new: dict, prefix: str = ""):
         for key, value in old.items():
+            if prefix + key in ignored:
+                continue
             if isinstance(value, dict) and isinstance(new.get(key), dict):
                 yield from differences(value, new[key], f"{prefix}{key}.")
             elif new.get(key) != value:
                 yield f"{prefix}{key}", value, new.get(key)
 
-    first = next(differences(saved, cfg.model_dump(mode="json")), None)
+    first = next(differences(saved, now), None)
     if first:
         key, was, now = first
         raise MTVError(f"{run}: was made with {key}={was!r}, the ablation now says {now!r}; remove that folder to "
