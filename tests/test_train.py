@@ -302,13 +302,17 @@ def test_a_second_ctrl_c_interrupts_at_once_and_the_handler_is_restored():
 
     from mtv.train.interrupt import StopRequest
 
-    before = signal.getsignal(signal.SIGINT)
-    with StopRequest() as stop:
-        assert not stop.now(1, torch.device("cpu"))
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-        assert stop.now(1, torch.device("cpu"))  # the first only asks the loop to stop after its step
-        with pytest.raises(KeyboardInterrupt):
+    # Python's own handler, whatever this process inherited: a shell starts background jobs with SIGINT ignored.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with StopRequest() as stop:
+            assert not stop.now(1, torch.device("cpu"))
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.5)
-    assert signal.getsignal(signal.SIGINT) is before
+            time.sleep(0.05)
+            assert stop.now(1, torch.device("cpu"))  # the first only asks the loop to stop after its step
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.5)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
