@@ -2,6 +2,7 @@
 world suite. Each prints figures; none changes a file.
 
     python benchmarks/diagnose_world.py teacher RUN_DIR         # SSL teacher-target and student entropy
+    python benchmarks/diagnose_world.py depth-head RUN_DIR      # does the DPT head's output follow depth at all
     python benchmarks/diagnose_world.py layers EXPORT_DIR       # seg and geo probes on every layer, vs the floor
     python benchmarks/diagnose_world.py depth-budget EXPORT_DIR # the depth probe at other lr / epoch budgets
     python benchmarks/diagnose_world.py geo-readouts EXPORT_DIR # geo recall of other feature readouts, vs the floor
@@ -79,6 +80,45 @@ def teacher(a: argparse.Namespace) -> None:
           f"{_entropy((student / cfg.student_temp).softmax(-1)):.3f}")
 
 
+@torch.no_grad()
+def depth_head(a: argparse.Namespace) -> None:
+    """The scale-shift-invariant loss aligns the head's output with the least-squares scale s, and its gradient is
+    s times the residual: an output uncorrelated with depth (s near 0) gets no gradient, and the head stays there."""
+    import numpy as np
+    from transformers import SiglipConfig, SiglipModel
+
+    from mtv.config import TrainConfig
+    from mtv.losses.depth import align, valid_mask
+    from mtv.models.vision import encode_images
+    from mtv.objectives.depth import Depth
+    from mtv.train import checkpoint
+
+    state = checkpoint.load(a.path)
+    cfg = TrainConfig.model_validate(state["config"]).depth
+    model = SiglipModel(SiglipConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    depth = Depth.build(cfg, model)
+    depth.load_state_dict(state["objectives"]["depth"])
+    model.eval(), depth.eval()
+    split = load_world(a.val, "test", a.max_samples)
+    px = load_processor(f"{a.path}/processor")(images=[open_image(s) for s in split.images],
+                                               return_tensors="pt")["pixel_values"]
+    out = encode_images(model.vision_model, px, layers=depth.layers)
+    pred = depth.predict(out.layers, out.grid, tuple(px.shape[-2:]))[:, 0]
+    inverse = torch.stack([torch.from_numpy(1 / np.asarray(split.depth(i), dtype=np.float32))
+                           for i in range(len(px))])
+    inverse = torch.where(torch.isfinite(inverse) & (inverse > 0), inverse, torch.nan)
+    if inverse.shape[-2:] != pred.shape[-2:]:
+        raise SystemExit(f"{a.val}: depth maps are {tuple(inverse.shape[-2:])}, images {tuple(pred.shape[-2:])}")
+    mask = valid_mask(inverse)
+    _, target = align(pred, inverse, mask)
+    corr = np.array([torch.corrcoef(torch.stack([pred[i][mask[i]], target[i][mask[i]]]))[0, 1].item()
+                     for i in range(len(px))])
+    print(f"step {state['step']}, {len(px)} held-out images: correlation of the head's output with inverse depth "
+          f"median {np.median(corr):.3f}, negative in {np.mean(corr < 0):.0%} of images; output spread within an "
+          f"image {pred.flatten(1).std(1).mean():.4f}")
+
+
 def _twins(export: str) -> list[tuple[str, str]]:
     return [("trained", export), ("untrained floor", str(untrained_model(export)[0]))]
 
@@ -154,14 +194,17 @@ def depth_budget(a: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("teacher", "layers", "depth-budget", "geo-readouts"))
-    p.add_argument("path", help="a run directory (teacher) or an export (layers, depth-budget, geo-readouts)")
+    p.add_argument("what", choices=("teacher", "depth-head", "layers", "depth-budget", "geo-readouts"))
+    p.add_argument("path", help="a run directory (teacher, depth-head) or an export (layers, depth-budget, "
+                   "geo-readouts)")
     p.add_argument("--val", default="runs/demo/world/val")
     p.add_argument("--train", default="runs/demo/world/train")
     p.add_argument("--max-samples", type=int, default=500)
     a = p.parse_args()
     print(machine())
-    {"teacher": teacher, "layers": layers, "depth-budget": depth_budget, "geo-readouts": geo_readouts}[a.what](a)
+    commands = {"teacher": teacher, "depth-head": depth_head, "layers": layers, "depth-budget": depth_budget,
+                "geo-readouts": geo_readouts}
+    commands[a.what](a)
 
 
 if __name__ == "__main__":
