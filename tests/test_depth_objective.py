@@ -222,3 +222,18 @@ def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="extra"):
         DepthConfig(grad_weigth=0.5)
     assert DepthConfig().grad_weight == 0.5 and DepthConfig().scales == 4 and DepthConfig().weight == 1.0
+
+
+def test_an_output_uncorrelated_with_depth_gets_no_lstsq_gradient_but_a_median_one():
+    """The dead point behind a DPT head that never starts (docs/DIAGNOSIS.md round 7): the least-squares scale of
+    an output uncorrelated with the target is 0, and the gradient is that scale times the residual."""
+    rows = torch.linspace(1.0, 2.0, 16)[:, None].expand(16, 16)  # inverse depth that grows down the image
+    target = rows[None].clone()
+    cols = torch.linspace(-1.0, 1.0, 16)[None, :].expand(16, 16)  # varies across, not down: uncorrelated
+    for normalisation, dead in (("lstsq", True), ("median", False)):
+        pred = (1.0 + 0.1 * cols)[None].clone().requires_grad_(True)
+        depth_loss(pred, target, normalisation=normalisation, grad_weight=0.0).backward()
+        assert (pred.grad.abs().max() < 1e-6) == dead, normalisation
+    pred = (1.0 + 0.1 * cols + 0.01 * rows)[None].clone().requires_grad_(True)  # a little correlation
+    depth_loss(pred, target, grad_weight=0.0).backward()
+    assert pred.grad.abs().max() > 1e-4

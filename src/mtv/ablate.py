@@ -8,8 +8,9 @@ dropped) and ``pairs`` (the first alone and with each other one).
 
 Each (rung, seed) is an ordinary run directory, ``OUT/<objectives>/seed<k>/`` with ``export/`` and ``eval/`` in
 it: rerunning skips every evaluated one and resumes an unfinished training (either only if it was made with the
-same config), so a killed ablation loses at most one checkpoint interval. The directory is named by the objectives switched on, so designs written into one OUT share
-the rungs they have in common (VL, all four) instead of training them twice.
+same config), so a killed ablation loses at most one checkpoint interval. The directory is named by the
+objectives switched on, so designs written into one OUT share the rungs they have in common (VL, all four)
+instead of training them twice.
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ def _check_same_config(cfg: TrainConfig, run: Path) -> None:
 
     first = next(differences(saved, now), None)
     if first:
-        key, was, now = first
-        raise MTVError(f"{run}: was made with {key}={was!r}, the ablation now says {now!r}; remove that folder to "
+        key, was, asked = first
+        raise MTVError(f"{run}: was made with {key}={was!r}, the ablation now says {asked!r}; remove that folder to "
                        f"redo it, or pass another --out")
 
 
