@@ -43,27 +43,35 @@ def _mean_cosine(x: torch.Tensor) -> float:
     return ((z @ z.T).sum() - n).item() / (n * (n - 1))
 
 
-@torch.no_grad()
-def teacher(a: argparse.Namespace) -> None:
-    """How much the DINO targets say: near log K the student has nothing to learn from them."""
+def _run(a: argparse.Namespace) -> tuple:
+    """A run directory's newest checkpoint: state, config, model (eval mode), held-out pixels and their split."""
     from transformers import SiglipConfig, SiglipModel
 
     from mtv.config import TrainConfig
-    from mtv.losses.dino import sinkhorn_knopp
-    from mtv.models.vision import encode_images
-    from mtv.objectives.self_supervised import SelfSupervised
     from mtv.train import checkpoint
 
     state = checkpoint.load(a.path)
-    cfg = TrainConfig.model_validate(state["config"]).ssl
     model = SiglipModel(SiglipConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
-    ssl = SelfSupervised(model.vision_model, model.config.vision_config.hidden_size, cfg)
-    ssl.load_state_dict(state["objectives"]["ssl"])
-    model.eval(), ssl.eval()
+    model.eval()
     split = load_world(a.val, "test", a.max_samples)
     processor = load_processor(f"{a.path}/processor")
     px = processor(images=[open_image(s) for s in split.images], return_tensors="pt")["pixel_values"]
+    return state, TrainConfig.model_validate(state["config"]), model, px, split
+
+
+@torch.no_grad()
+def teacher(a: argparse.Namespace) -> None:
+    """How much the DINO targets say: near log K the student has nothing to learn from them."""
+    from mtv.losses.dino import sinkhorn_knopp
+    from mtv.models.vision import encode_images
+    from mtv.objectives.self_supervised import SelfSupervised
+
+    state, train_cfg, model, px, _ = _run(a)
+    cfg = train_cfg.ssl
+    ssl = SelfSupervised(model.vision_model, model.config.vision_config.hidden_size, cfg)
+    ssl.load_state_dict(state["objectives"]["ssl"])
+    ssl.eval()
     pooled = encode_images(ssl.teacher["tower"], px).pooled
     logits = ssl.teacher["head"](pooled)
     student = ssl.head(encode_images(model.vision_model, px).pooled)
@@ -85,34 +93,23 @@ def depth_head(a: argparse.Namespace) -> None:
     """The scale-shift-invariant loss aligns the head's output with the least-squares scale s, and its gradient is
     s times the residual: an output uncorrelated with depth (s near 0) gets no gradient, and the head stays there."""
     import numpy as np
-    from transformers import SiglipConfig, SiglipModel
 
-    from mtv.config import TrainConfig
-    from mtv.losses.depth import align, valid_mask
+    from mtv.losses.depth import valid_mask
     from mtv.models.vision import encode_images
     from mtv.objectives.depth import Depth
-    from mtv.train import checkpoint
 
-    state = checkpoint.load(a.path)
-    cfg = TrainConfig.model_validate(state["config"]).depth
-    model = SiglipModel(SiglipConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
-    depth = Depth.build(cfg, model)
+    state, cfg, model, px, split = _run(a)
+    depth = Depth.build(cfg.depth, model)
     depth.load_state_dict(state["objectives"]["depth"])
-    model.eval(), depth.eval()
-    split = load_world(a.val, "test", a.max_samples)
-    px = load_processor(f"{a.path}/processor")(images=[open_image(s) for s in split.images],
-                                               return_tensors="pt")["pixel_values"]
+    depth.eval()
     out = encode_images(model.vision_model, px, layers=depth.layers)
     pred = depth.predict(out.layers, out.grid, tuple(px.shape[-2:]))[:, 0]
     inverse = torch.stack([torch.from_numpy(1 / np.asarray(split.depth(i), dtype=np.float32))
                            for i in range(len(px))])
-    inverse = torch.where(torch.isfinite(inverse) & (inverse > 0), inverse, torch.nan)
     if inverse.shape[-2:] != pred.shape[-2:]:
         raise SystemExit(f"{a.val}: depth maps are {tuple(inverse.shape[-2:])}, images {tuple(pred.shape[-2:])}")
     mask = valid_mask(inverse)
-    _, target = align(pred, inverse, mask)
-    corr = np.array([torch.corrcoef(torch.stack([pred[i][mask[i]], target[i][mask[i]]]))[0, 1].item()
+    corr = np.array([torch.corrcoef(torch.stack([pred[i][mask[i]], inverse[i][mask[i]]]))[0, 1].item()
                      for i in range(len(px))])
     print(f"step {state['step']}, {len(px)} held-out images: correlation of the head's output with inverse depth "
           f"median {np.median(corr):.3f}, negative in {np.mean(corr < 0):.0%} of images; output spread within an "
