@@ -1,6 +1,10 @@
+from importlib import resources
+from pathlib import Path
+
 import pytest
 
-from mtv.config import build_config, describe, load_config, parse_overrides
+from mtv.ablate import designs, rung_config
+from mtv.config import build_config, describe, first_difference, load_config, parse_overrides
 from mtv.errors import MTVError
 
 BASE = {"run_dir": "r", "data": {"train": "d"}, "steps": 10, "batch_size": 4, "optim": {"warmup_steps": 1}}
@@ -53,3 +57,26 @@ def test_describe_lists_every_leaf():
     for key in ("data.train = (required)", "optim.lr = 0.001", "model.init_logit_scale = 10.0",
                 "model.init_logit_bias = -10.0", "vl.distributed = 'ring'", "ssl.n_local = 6", "grounding.max_boxes = 10", "depth.grad_weight = 0.5"):
         assert key in text
+
+
+def test_first_difference_names_the_nested_key_and_ignores_skipped_and_added_keys():
+    saved = {"steps": 10, "depth": {"weight": 8.0, "layers": [1, 2]}, "run_dir": "a"}
+    assert first_difference(saved, {"steps": 10, "depth": {"weight": 8.0, "layers": [1, 3]}, "run_dir": "a"}) \
+        == ("depth.layers", [1, 2], [1, 3])
+    same = {"steps": 10, "depth": {"weight": 8.0, "layers": [1, 2], "added": 1}, "run_dir": "b", "new": {}}
+    assert first_difference(saved, same, frozenset({"run_dir"})) is None
+    assert first_difference(saved, same) == ("run_dir", "a", "b")
+    assert first_difference(saved, {"steps": 10}) == ("depth", {"weight": 8.0, "layers": [1, 2]}, None)
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "ablation.yaml"])
+def test_the_shipped_configs_validate_and_every_ablation_rung_builds(name):
+    path = str(resources.files("mtv") / "configs" / name)
+    cfg = load_config(path)
+    assert cfg.depth.normalisation == "median"  # both say why in a comment; a key renamed would fail to load
+    if name == "ablation.yaml":
+        assert cfg.eval.data, "mtv ablate needs the held-out shards"
+        for design in designs().values():
+            for _, switches in design:
+                rung = rung_config(path, Path("r"), switches, [], seed=1)
+                assert {k: getattr(rung, k).enabled for k in switches} == switches and rung.seed == 1

@@ -146,6 +146,17 @@ def test_resuming_with_other_model_settings_is_refused(run, data):
         train(build_config(tree), resume=True, progress=False)
 
 
+def test_the_settings_of_an_objective_off_then_and_now_do_not_block_a_resume(tmp_path, data):
+    tree = train_tree(tmp_path / "nossl", data, steps=2, ckpt_every=2, optim={"warmup_steps": 1},
+                      ssl={"enabled": False})
+    train(build_config(tree), progress=False)
+    tree["ssl"] = {"enabled": False, "n_local": 2, "teacher_temp_start": 0.01}  # builds nothing either way
+    assert train(build_config(tree), resume=True, progress=False)["steps_this_run"] == 0
+    tree["ssl"]["enabled"] = True
+    with pytest.raises(MTVError, match=r"was trained with ssl.enabled=False, the config now says True"):
+        train(build_config(tree), resume=True, progress=False)
+
+
 def test_resume_survives_a_truncated_metrics_line_and_a_truncated_newest_checkpoint(tmp_path, data, capsys):
     tree = train_tree(tmp_path / "cut", data, steps=6, ckpt_every=2, keep_ckpts=3)
     train(build_config({**tree, "steps": 4}), progress=False)

@@ -23,7 +23,7 @@ import yaml
 
 from mtv import stats
 from mtv.atomic import write_text
-from mtv.config import TrainConfig, load_config
+from mtv.config import TrainConfig, first_difference, load_config
 from mtv.errors import MTVError
 from mtv.eval.radar import radar, reference_level, table
 from mtv.eval.report import LOWER_IS_BETTER, REFERENCE_TITLES, format_metric
@@ -97,20 +97,9 @@ def _check_same_config(cfg: TrainConfig, run: Path) -> None:
         return
     saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
     now = cfg.model_dump(mode="json")
-    ignored = {"run_dir", *(name for name in registered()
-                            if not saved.get(name, {}).get("enabled", True) and not now[name]["enabled"])}
-
-    def differences(old: dict, new: dict, prefix: str = ""):
-        for key, value in old.items():
-            if prefix + key in ignored:
-                continue
-            if isinstance(value, dict) and isinstance(new.get(key), dict):
-                yield from differences(value, new[key], f"{prefix}{key}.")
-            elif new.get(key) != value:
-                yield f"{prefix}{key}", value, new.get(key)
-
-    first = next(differences(saved, now), None)
-    if first:
+    ignored = frozenset({"run_dir", *(name for name in registered()
+                                      if not saved.get(name, {}).get("enabled", True) and not now[name]["enabled"])})
+    if first := first_difference(saved, now, ignored):
         key, was, asked = first
         raise MTVError(f"{run}: was made with {key}={was!r}, the ablation now says {asked!r}; remove that folder to "
                        f"redo it, or pass another --out")

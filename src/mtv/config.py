@@ -250,6 +250,22 @@ def dump_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "run_dir")
 
 
+def first_difference(saved: dict, now: dict, skip: frozenset[str] = frozenset(),
+                     prefix: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key of a saved config whose value ``now`` does not share, with both values, or None.
+    Only ``saved``'s keys count: one added since, which the saved run could not have set, is no difference."""
+    for key, value in saved.items():
+        name = prefix + key
+        if name in skip:
+            continue
+        if isinstance(value, dict) and isinstance(now.get(key), dict):
+            if found := first_difference(value, now[key], skip, name + "."):
+                return found
+        elif now.get(key) != value:
+            return name, value, now.get(key)
+    return None
+
+
 def describe() -> str:
     """Every key with its default and meaning, for `mtv train --help-config`."""
     lines = []

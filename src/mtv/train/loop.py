@@ -13,7 +13,7 @@ from tqdm import tqdm
 from transformers import SiglipConfig, SiglipTokenizer
 
 from mtv.atomic import disk_error, is_disk_error
-from mtv.config import TrainConfig, dump_config
+from mtv.config import TrainConfig, dump_config, first_difference
 from mtv.data.batch import Batch
 from mtv.data.schema import decode_caption
 from mtv.data.shards import ReadStats, list_shards, read_samples, require_tars
@@ -198,14 +198,16 @@ def _prepare_run_dir(run: Path, resume: bool, d: Dist) -> dict | None:
 
 
 def _check_same_model(saved: dict, cfg: TrainConfig, run: Path) -> None:
-    """A resumed run must build the same modules its checkpoint holds; name the first setting that differs."""
+    """A resumed run must build the same modules its checkpoint holds; name the first setting that differs. An
+    objective off both then and now builds nothing, so its settings do not count."""
     now = cfg.model_dump(mode="json")
-    saved = {**saved, "optim": {"no_weight_decay": saved["optim"].get("no_weight_decay", [])}}  # the groups' split
-    for section in ("model", "optim", *registered()):
-        for key, value in saved[section].items():
-            if now[section].get(key) != value:
-                raise MTVError(f"{run}: was trained with {section}.{key}={value!r}, the config now says "
-                               f"{now[section].get(key)!r}; resume with {run / 'config.yaml'} or choose a new run_dir")
+    built = {"model": saved["model"], "optim": {"no_weight_decay": saved["optim"].get("no_weight_decay", [])},
+             **{name: saved[name] for name in registered()
+                if saved[name].get("enabled", True) or now[name]["enabled"]}}  # optim: the parameter groups' split
+    if first := first_difference(built, now):
+        key, was, now = first
+        raise MTVError(f"{run}: was trained with {key}={was!r}, the config now says {now!r}; resume with "
+                       f"{run / 'config.yaml'} or choose a new run_dir")
 
 
 def _restore_modules(ck: dict, task: MultiTask, opt, cfg: TrainConfig, run: Path) -> None:
