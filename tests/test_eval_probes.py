@@ -147,6 +147,10 @@ def test_world_suite_reports_every_probe(world_report, world_eval_splits):
     # the world suite keeps today's corr_geo_recall* and adds Probe3D's beside it, each named in the config
     assert set(cfg["corr_geo"]["protocols"]) == {"corr_geo_recall*", "corr_geo_p3d_recall*"}
     assert cfg["corr_geo"]["protocols"]["corr_geo_recall*"]["protocol"].startswith("mtv")
+    # at 64 px the world's headline is the recall at 0.10 of the side (0.8 patch), for the encoder and its prior
+    assert cfg["corr_geo"]["protocols"]["corr_geo_recall*"]["headline"] == 0.10
+    assert report["metrics"]["corr_geo_recall"] == report["metrics"]["corr_geo_recall_10"]
+    assert report["metrics_prior"]["corr_geo_recall"] == report["metrics_prior"]["corr_geo_recall_10"]
     assert cfg["corr_geo"]["protocols"]["corr_geo_p3d_recall*"]["protocol"].startswith("probe3d")
     assert {"corr_geo_p3d_recall", "corr_geo_p3d_recall_3d_2", "corr_geo_p3d_recall_px_05"} <= set(report["metrics"])
     assert report["num_samples"] == {"train": 24, "test": 16, "test-view2": 16}

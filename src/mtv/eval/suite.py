@@ -51,7 +51,6 @@ PROBES = ("zeroshot", "retrieval", "seg", "depth", "corr_geo", "corr_sem", "dept
 NEEDS_HEADS = ("depth_head", "grounding")  # an untrained encoder has no heads: these have no floor
 SUITES = {"world": PROBES, "real": PROBES}
 GEO_THRESHOLDS = (0.01, 0.05, 0.10)  # fractions of the target image's longer side
-GEO_HEADLINE = 0.05
 GEO_TAGS = {MTV: "mtv", PROBE3D: "p3d"}  # metric prefix of a protocol that is not its split's first
 SEM_ALPHA = 0.1  # PCK@0.1 of the target box's longer side (SPair-71k, Probe3D)
 DEPTH_HEADS = {"light": "LayerNorm per layer, concat, 1x1 conv, 3x3 conv, 256 evenly spaced bins, logits upsampled, "
@@ -289,15 +288,15 @@ def probe_corr_geo(ctx: Context, test: Split) -> tuple[dict, dict, dict]:
         maps = [(_feature_map(fa, p.a), _feature_map(fb, p.b)) for p in scored]
         if protocol == MTV:
             results = [score_geo_pair(p, a, fa.sizes[p.a], b, fb.sizes[p.b]) for p, (a, b) in zip(scored, maps)]
-            m, cfg = geo_metrics(results, GEO_THRESHOLDS, GEO_HEADLINE)
+            m, cfg = geo_metrics(results, GEO_THRESHOLDS, test.geo_headline)
             m = {prefix + key.removeprefix("corr_geo"): v for key, v in m.items()}
             cfg = {"protocol": f"{MTV} (sampled true matches, nearest neighbour)", "thresholds":
-                   "fraction of the target image's longer side", "headline": GEO_HEADLINE,
+                   "fraction of the target image's longer side", "headline": test.geo_headline,
                    "matches": int(sum(len(r.px) for r in results)),
                    "features": "final patch tokens, bilinear upsampling, cosine nearest neighbour", **cfg}
             if k == 0:
                 ctx.prior.update(geo_prior(scored, [fa.sizes[p.a] for p in scored],
-                                           [fb.sizes[p.b] for p in scored], GEO_THRESHOLDS, GEO_HEADLINE))
+                                           [fb.sizes[p.b] for p in scored], GEO_THRESHOLDS, test.geo_headline))
         else:
             results = [r for p, (a, b) in zip(scored, maps) if (r := score_probe3d_pair(p, a, b, fb.sizes[p.b]))]
             test.skipped[f"corr_geo/{protocol}_too_few_points"] += len(scored) - len(results)

@@ -40,6 +40,7 @@ class Split:
     phrases: list[list[tuple[str, list[float]]]] | None = None  # (phrase, xyxy px box) per image
     geo_pairs: list[Pair] | None = None
     geo_protocols: tuple[str, ...] = (PROBE3D,)  # the first owns the corr_geo_recall* names (`probe_corr_geo`)
+    geo_headline: float = 0.05  # one of suite.GEO_THRESHOLDS: the mtv protocol's corr_geo_recall
     partner: Split | None = None
     sem_pairs: list[Pair] | None = None
     skipped: Counter = field(default_factory=Counter)

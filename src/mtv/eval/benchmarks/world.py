@@ -18,6 +18,10 @@ PROTOCOL = DepthProtocol(min_depth=1e-3, max_depth=30.0)  # the ground ends at r
 MATCHES_PER_PAIR = 100
 MIN_KEYPOINT_PIXELS = 12  # smaller main objects give no distinct keypoints
 WORLD_GEO_PROTOCOLS = (MTV, PROBE3D)  # today's corr_geo_recall* first; Probe3D's beside it as corr_geo_p3d_*
+# At 64 px with 8-px patches 0.05 of the side is 0.4 patch, finer than nearest neighbour on patch features can
+# place a match except by interpolation (Probe3D's 25 px at 512 px is 1.6 patches of a ViT-B/16); at 0.05 an
+# untrained and a trained encoder differ by 6 %, at 0.10 (0.8 patch) by 12-16 % (docs/DIAGNOSIS.md round 8).
+GEO_HEADLINE = 0.10
 STEP_3D = 0.1  # 3-D thresholds 0.1/0.2/0.5 scene units: a view spans ~5 units at the object (NAVI's ~0.5 m)
 
 
@@ -120,6 +124,7 @@ def _add_pairs(split: Split, samples: list[dict], infos: list[dict], labels_name
         by_shape.setdefault(obj["shape"], []).append((i, kps, obj["box"]))
     split.geo_pairs = geo
     split.geo_protocols = WORLD_GEO_PROTOCOLS
+    split.geo_headline = GEO_HEADLINE
     split.partner = Split(name=f"{split.name}-view2", images=partner)
     split.sem_pairs = [Pair(a[0], b[0], a[1], b[1], category=shape, bbox=tuple(b[2]))
                        for shape, group in sorted(by_shape.items()) for a, b in zip(group[:-1], group[1:])]
