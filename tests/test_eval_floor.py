@@ -116,7 +116,7 @@ def test_identity_correspondence_priors_by_hand():
 
 def test_a_changed_probe_source_gives_new_floor_keys(eval_model_dir, tmp_path, monkeypatch):
     """Keys follow the eval and model-building source, not only the mtv version: editing a probe in a checkout
-    must not serve the floor its old code computed. Other packages (the trainer) do not move the key."""
+    must not serve the floor its old code computed. Other packages (the trainer) do not move the digest."""
     import shutil
 
     from mtv.eval import floor
@@ -124,14 +124,38 @@ def test_a_changed_probe_source_gives_new_floor_keys(eval_model_dir, tmp_path, m
     root = tmp_path / "mtv"
     for sub in ("eval", "models", "train"):
         shutil.copytree(floor.PACKAGE_ROOT / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
-    assert floor.source_digest(root) == floor.source_digest()  # the copy is the package
+    assert floor.source_digest(root) == floor.source_digest() == floor.LOADED_SOURCE  # the copy is the package
+    (root / "train" / "loop.py").write_text("# trainer edit\n", encoding="utf-8")
+    assert floor.source_digest(root) == floor.LOADED_SOURCE
+    probe = root / "eval" / "depth_probe.py"
+    probe.write_text(probe.read_text() + "\n# changed probe\n")
+    edited = floor.source_digest(root)
+    assert edited != floor.LOADED_SOURCE
+
+    twin, _ = untrained_model(eval_model_dir)
+    settings = {"data": str(tmp_path), "probes": ["depth"], "seed": 0}
+    before = floor.floor_report_dir(twin, settings)
+    monkeypatch.setattr(floor, "LOADED_SOURCE", edited)  # a process started after the edit
+    assert floor.floor_report_dir(twin, settings) != before
+    assert untrained_model(eval_model_dir)[0] != twin  # the twin's key moves with the source too
+
+
+def test_a_running_job_keys_its_floors_by_the_code_it_loaded(eval_model_dir, tmp_path, monkeypatch):
+    """A probe edited on disk while a job runs (an ablation trains for an hour, then evaluates) must not make the
+    job cache what its old code computes under the new code's key."""
+    import shutil
+
+    from mtv.eval import floor
+
+    root = tmp_path / "mtv"
+    for sub in floor.KEYED_SOURCES:
+        shutil.copytree(floor.PACKAGE_ROOT / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(floor, "PACKAGE_ROOT", root)
     twin, _ = untrained_model(eval_model_dir)
     settings = {"data": str(tmp_path), "probes": ["depth"], "seed": 0}
     before = floor.floor_report_dir(twin, settings)
-    (root / "train" / "loop.py").write_text("# trainer edit\n", encoding="utf-8")
-    assert floor.floor_report_dir(twin, settings) == before
     probe = root / "eval" / "depth_probe.py"
     probe.write_text(probe.read_text() + "\n# changed probe\n")
-    assert floor.floor_report_dir(twin, settings) != before
-    assert untrained_model(eval_model_dir)[0] != twin  # the twin's key moves with the source too
+    assert floor.source_digest() != floor.LOADED_SOURCE  # the disk moved on
+    assert floor.floor_report_dir(twin, settings) == before
+    assert untrained_model(eval_model_dir)[0] == twin

@@ -7,7 +7,9 @@ Both the untrained model and its report are cached under ``$MTV_CACHE`` (default
 per architecture and init, the report per model, data, probe list and probe settings, so the floor costs
 nothing the second time. Entries appear whole or not at all (written under a temporary name, then renamed).
 Both keys hold the mtv version and a digest of the source the entries depend on (`source_digest`: the eval
-package and the model-building code), so a changed probe in a development checkout gets a fresh floor.
+package and the model-building code), so a changed probe in a development checkout gets a fresh floor. The digest
+is taken once, when this module is imported (`LOADED_SOURCE`): a job that runs while its checkout is edited keys
+what it computes by the code it runs, not by the newer code on disk.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def source_digest(root: Path | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+LOADED_SOURCE = source_digest()
+
+
 def init_recipe(model_dir: str | os.PathLike) -> dict:
     """Seed and logit init of the model's training run; seed 0 for a model we did not train, whose family then
     initialises as it does by default (its ``source`` says which)."""
@@ -79,7 +84,7 @@ def untrained_model(model_dir: str | os.PathLike) -> tuple[Path, dict]:
     family = encoder_class(str(model_dir))
     arch = {k: v for k, v in read_config(model_dir).items() if k not in ("_name_or_path", "transformers_version")}
     out = cache_root() / "untrained" / _digest({"arch": arch, "recipe": recipe, "mtv": __version__,
-                                                "source": source_digest()})
+                                                "source": LOADED_SOURCE})
     if (out / "config.json").exists():
         return out, recipe
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
@@ -104,5 +109,5 @@ def _data_id(path: str | os.PathLike | None) -> dict | None:
 def floor_report_dir(untrained: Path, settings: dict) -> Path:
     """Where the floor report of ``untrained`` under ``settings`` (data, probes, seeds, budgets) is kept."""
     key = {**settings, "data": _data_id(settings["data"]), "train": _data_id(settings.get("train")),
-           "mtv": __version__, "source": source_digest()}
+           "mtv": __version__, "source": LOADED_SOURCE}
     return untrained / "floors" / _digest(key)
