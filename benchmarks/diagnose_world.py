@@ -80,7 +80,7 @@ def teacher(a: argparse.Namespace) -> None:
     # Sinkhorn balances each prototype over the batch: images the head cannot tell apart get uniform targets.
     for name, x in (("pooled tokens", pooled), ("bottleneck", ssl.teacher["head"].mlp(pooled))):
         print(f"  teacher {name}: mean cosine between two images {_mean_cosine(x):.4f}")
-    for temp in (cfg.teacher_temp_start, cfg.teacher_temp_end):
+    for temp in dict.fromkeys((cfg.teacher_temp_start, cfg.teacher_temp_end)):  # the schedule's ends, once each
         q = sinkhorn_knopp(logits, temp, cfg.sinkhorn_iters)
         print(f"  teacher targets at temperature {temp}: entropy {_entropy(q):.3f}, "
               f"mean top probability {q.max(1).values.mean():.4f}")

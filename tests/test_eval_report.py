@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mtv.cli import main
-from mtv.eval.radar import _axis_scale, _drawn, compare, table
+from mtv.eval.radar import _axis_scale, _drawn, compare, spread_labels, table
 from mtv.eval.report import render_markdown
 
 RUN = {"zeroshot_top1": 0.30, "retrieval_i2t_r1": 0.20, "seg_miou": 0.40, "depth_rmse": 0.60,
@@ -49,6 +49,31 @@ def test_compare_names_same_named_runs_apart_and_shows_their_floor(tmp_path):
     # each run keeps its own floor (runs may be different encoders); the image-free prior is the data's, one column
     assert "| metric | a/eval | b/eval | a/eval untrained floor | b/eval untrained floor | image-free prior |" in md
     assert "| seg_miou | 40.0% | 40.0% | 20.0% | 40.0% | 10.0% |" in md
+
+
+def test_value_labels_of_close_runs_do_not_overlap_and_keep_their_order():
+    """Four runs within 0.002 of each other on every axis (the ablation's depth RMSE: 1.966, 1.985, 1.989)
+    print four figures at one point unless spread; spread, no two boxes overlap and the lowest stays innermost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(8, 8))
+    ax = fig.add_subplot(polar=True)
+    ax.set_ylim(0, 1.05)
+    labels = {a: [ax.text(a, 0.6 + 0.001 * i, f"1.9{i}5", fontsize=10, ha="center", va="center") for i in range(4)]
+              for a in (0.0, 0.8, 1.57)}  # a vertical, a diagonal and a horizontal axis
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    assert labels[0.0][0].get_window_extent(renderer).overlaps(labels[0.0][1].get_window_extent(renderer))
+    spread_labels(fig, labels)
+    for texts in labels.values():
+        boxes = [t.get_window_extent(renderer) for t in texts]
+        assert not any(boxes[i].overlaps(boxes[j]) for i in range(4) for j in range(i + 1, 4))
+        radii = [t.get_position()[1] for t in texts]
+        assert radii == sorted(radii) and radii[0] == 0.6 and radii[-1] < 1.5
+    plt.close(fig)
 
 
 def test_axes_put_the_best_run_on_the_rim_whichever_direction_is_better():

@@ -88,6 +88,23 @@ def _closed(angles, radii):
     return np.append(angles, angles[0]), np.append(radii, radii[0])
 
 
+def spread_labels(fig, labels_by_axis: dict) -> None:
+    """Moves each axis's value labels outward, nearest the centre first, until no two overlap on screen: runs
+    whose values are close would otherwise print their figures over each other. Call after the layout is final
+    (``tight_layout``), since overlap is measured in display space."""
+    renderer = fig.canvas.get_renderer()
+    for labels in labels_by_axis.values():
+        placed = []
+        for text in sorted(labels, key=lambda t: t.get_position()[1]):
+            angle, radius = text.get_position()
+            for _ in range(60):  # 0.9 of the radius at most: enough for six runs at one value
+                if not any(text.get_window_extent(renderer).overlaps(box) for box in placed):
+                    break
+                radius += 0.015
+                text.set_position((angle, radius))
+            placed.append(text.get_window_extent(renderer))
+
+
 def radar(runs: list[tuple[str, dict]], path: str | os.PathLike, spreads: list[dict | None] | None = None,
           floor: dict | None = None, floors: list[dict | None] | None = None) -> tuple[list[str], list[str]]:
     """Writes the radar PNG over the axes every run reports; returns those metric keys and the legend's labels.
@@ -125,6 +142,7 @@ def radar(runs: list[tuple[str, dict]], path: str | os.PathLike, spreads: list[d
 
     if floor:
         dashed(floor, "#888", "untrained floor")
+    values = {k: [] for k in keys}  # each axis's value labels, one per run
     for (name, metrics), spread, own_floor, colour in zip(runs, spreads, floors, COLOURS * 4):
         if own_floor:
             dashed(own_floor, colour, f"{name} untrained floor")
@@ -138,11 +156,12 @@ def radar(runs: list[tuple[str, dict]], path: str | os.PathLike, spreads: list[d
         else:
             ax.fill(closed_a, closed_r, color=colour, alpha=0.12)
         for a, rad, k in zip(angles, r, keys):
-            ax.text(a, rad + 0.06, format_metric(k, metrics[k]).rstrip("%"), color=colour, fontsize=10,
-                    ha="center", va="center")
+            values[k].append(ax.text(a, rad + 0.06, format_metric(k, metrics[k]).rstrip("%"), color=colour,
+                                     fontsize=10, ha="center", va="center"))
     # below the plot, never over an axis label
     legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=12, frameon=False)
     fig.tight_layout()
+    spread_labels(fig, values)
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=150, format="png")
