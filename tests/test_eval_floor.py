@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,16 +115,22 @@ def test_identity_correspondence_priors_by_hand():
     assert sem_prior([double], [(64, 64)], [(128, 128)], 0.1) == {"corr_sem_pck": 1.0}
 
 
-def test_a_changed_probe_source_gives_new_floor_keys(eval_model_dir, tmp_path, monkeypatch):
-    """Keys follow the eval and model-building source, not only the mtv version: editing a probe in a checkout
-    must not serve the floor its old code computed. Other packages (the trainer) do not move the digest."""
-    import shutil
-
+def _package_copy(tmp_path, subpackages) -> Path:
+    """These mtv subpackages copied under ``tmp_path/mtv``, to edit without touching the installed source."""
     from mtv.eval import floor
 
     root = tmp_path / "mtv"
-    for sub in ("eval", "models", "train"):
+    for sub in subpackages:
         shutil.copytree(floor.PACKAGE_ROOT / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def test_a_changed_probe_source_gives_new_floor_keys(eval_model_dir, tmp_path, monkeypatch):
+    """Keys follow the eval and model-building source, not only the mtv version: editing a probe in a checkout
+    must not serve the floor its old code computed. Other packages (the trainer) do not move the digest."""
+    from mtv.eval import floor
+
+    root = _package_copy(tmp_path, (*floor.KEYED_SOURCES, "train"))
     assert floor.source_digest(root) == floor.source_digest() == floor.LOADED_SOURCE  # the copy is the package
     (root / "train" / "loop.py").write_text("# trainer edit\n", encoding="utf-8")
     assert floor.source_digest(root) == floor.LOADED_SOURCE
@@ -143,13 +150,9 @@ def test_a_changed_probe_source_gives_new_floor_keys(eval_model_dir, tmp_path, m
 def test_a_running_job_keys_its_floors_by_the_code_it_loaded(eval_model_dir, tmp_path, monkeypatch):
     """A probe edited on disk while a job runs (an ablation trains for an hour, then evaluates) must not make the
     job cache what its old code computes under the new code's key."""
-    import shutil
-
     from mtv.eval import floor
 
-    root = tmp_path / "mtv"
-    for sub in floor.KEYED_SOURCES:
-        shutil.copytree(floor.PACKAGE_ROOT / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    root = _package_copy(tmp_path, floor.KEYED_SOURCES)
     monkeypatch.setattr(floor, "PACKAGE_ROOT", root)
     twin, _ = untrained_model(eval_model_dir)
     settings = {"data": str(tmp_path), "probes": ["depth"], "seed": 0}

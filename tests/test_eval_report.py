@@ -52,8 +52,9 @@ def test_compare_names_same_named_runs_apart_and_shows_their_floor(tmp_path):
 
 
 def test_value_labels_of_close_runs_do_not_overlap_and_keep_their_order():
-    """Four runs within 0.002 of each other on every axis (the ablation's depth RMSE: 1.966, 1.985, 1.989)
-    print four figures at one point unless spread; spread, no two boxes overlap and the lowest stays innermost."""
+    """Four labels 0.001 apart in radius on each axis, as runs with close values put them (the ladder's depth
+    RMSEs 1.966, 1.985, 1.989) print over each other unless spread; spread, no two boxes overlap and the lowest
+    stays innermost."""
     import matplotlib
 
     matplotlib.use("Agg")
